@@ -1,0 +1,593 @@
+//! Client connections: accept, read and parse requests, answer what the
+//! proxy answers itself, route the rest (splitting multi-key commands),
+//! and write replies back in request order.
+//!
+//! `req_recv -> request (local | forward | fragment) -> ... -> complete ->
+//! client_flush`: a request joins its client's `outq` the moment it is
+//! parsed, so however its reply is produced, replies leave in order.
+
+use crate::conn::{ClientConn, ClientRx, Conn};
+use crate::core::Context;
+use crate::msg::{Frag, Merge, MsgId};
+use crate::net::{self, IoStep, Stream};
+use crate::proto::redis::command::Cmd;
+use crate::proto::redis::request::{Arg, Progress};
+use crate::server::{route, IOV_MAX};
+use std::collections::VecDeque;
+
+/// The key keyless forwarded commands are routed by (SPEC 4.1).
+const PLACEHOLDER: &[u8] = b"placeholder";
+
+impl Context {
+    pub fn accept(&mut self, lk: usize) {
+        loop {
+            let Some(Conn::Listener(l)) = self.conns.get(lk) else {
+                return;
+            };
+            let pidx = l.pool;
+            let sock = match l.sock.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::log_error!("accept on p {} failed: {}", lk, e);
+                    return;
+                }
+            };
+            let pool = &self.pools[pidx];
+            let limit = pool.conf.client_connections as usize;
+            if limit > 0 && pool.nclients >= limit {
+                crate::log_warn!("client connections {} exceed limit {} in pool '{}'", pool.nclients, limit, pool.conf.name);
+                drop(sock);
+                continue;
+            }
+            if let Stream::Tcp(t) = &sock {
+                let _ = t.set_nodelay(true);
+                if pool.conf.tcpkeepalive {
+                    let _ = net::set_int_opt(sock.fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+                }
+            }
+            let key = self.conns.insert(Conn::Client(ClientConn {
+                sock,
+                pool: pidx,
+                rx: ClientRx::default(),
+                outq: VecDeque::new(),
+                wsent: 0,
+                eof: false,
+                closing: false,
+                authed: false,
+            }));
+            if self.register(key).is_err() {
+                let _ = self.conns.remove(key);
+                continue;
+            }
+            let pool = &mut self.pools[pidx];
+            pool.nclients += 1;
+            pool.stats.client_connections += 1;
+        }
+    }
+
+    pub fn client_read(&mut self, ck: usize) {
+        let mut rx = match self.conns.get_mut(ck) {
+            Some(Conn::Client(c)) if !c.closing => std::mem::take(&mut c.rx),
+            _ => return,
+        };
+        let mut eof = false;
+        let mut error = false;
+        'read: loop {
+            let Some(Conn::Client(c)) = self.conns.get(ck) else {
+                return;
+            };
+            match rx.inbuf.read(&c.sock, &mut self.mbufs) {
+                IoStep::Done(_) => {}
+                IoStep::WouldBlock => break,
+                IoStep::Eof => {
+                    eof = true;
+                    break;
+                }
+                IoStep::Error(_) => {
+                    error = true;
+                    break;
+                }
+            }
+            loop {
+                let (data, base) = rx.inbuf.unparsed(&self.mbufs);
+                if data.is_empty() {
+                    break;
+                }
+                let (n, prog) = rx.redis.feed(data, base);
+                rx.inbuf.parsed = base + n as u64;
+                match prog {
+                    Progress::Incomplete => break,
+                    Progress::Complete(end) => {
+                        let stop = self.redis_request(ck, &rx, end);
+                        rx.inbuf.consume(&mut self.mbufs, end);
+                        rx.redis.reset();
+                        if stop {
+                            break 'read;
+                        }
+                    }
+                    Progress::Error(e) => {
+                        crate::log_info!("c {} parsed bad req: {}", ck, e.message());
+                        let mut reply = b"-ERR ".to_vec();
+                        reply.extend_from_slice(e.message().as_bytes());
+                        reply.extend_from_slice(b"\r\n");
+                        let mid = self.new_request(ck);
+                        self.local_reply(mid, &reply);
+                        self.close_after(ck, mid);
+                        break 'read;
+                    }
+                }
+            }
+        }
+        let cd = self.mbufs.chunk_data();
+        let Some(Conn::Client(c)) = self.conns.get_mut(ck) else {
+            rx.inbuf.clear(&mut self.mbufs);
+            return;
+        };
+        if c.closing {
+            // Input after QUIT or a protocol error is ignored.
+            rx.inbuf.clear(&mut self.mbufs);
+            rx.inbuf.start = rx.inbuf.end(cd);
+            rx.redis.reset();
+        }
+        c.rx = rx;
+        if error {
+            self.client_close(ck, false);
+        } else if eof {
+            c.eof = true;
+            if c.rx.inbuf.has_partial(cd) {
+                crate::log_info!("eof c {} discarding incomplete req", ck);
+            }
+            self.dirty_clients.push(ck);
+        }
+    }
+
+    /// A request joins the client's out queue in arrival order.
+    fn new_request(&mut self, ck: usize) -> MsgId {
+        let mid = self.alloc_msg(Some(ck));
+        if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+            c.outq.push_back(mid);
+        }
+        mid
+    }
+
+    /// The reply is made by the proxy: ready at once.
+    pub fn local_reply(&mut self, mid: MsgId, bytes: &[u8]) {
+        let mut segs = Vec::new();
+        self.mbufs.push_bytes(bytes, &mut segs);
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.rsp = segs;
+            m.done = true;
+            if let Some(ck) = m.owner {
+                self.dirty_clients.push(ck);
+            }
+        } else {
+            self.mbufs.release_segs(&segs);
+        }
+    }
+
+    fn close_after(&mut self, ck: usize, mid: MsgId) {
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.close_after = true;
+        }
+        if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+            c.closing = true;
+        }
+    }
+
+    /// Handles one parsed redis request `p.start..end`. Returns true when
+    /// the client must not be read any more (QUIT).
+    fn redis_request(&mut self, ck: usize, rx: &ClientRx, end: u64) -> bool {
+        let p = &rx.redis;
+        let args = &p.args;
+        let Some(Conn::Client(c)) = self.conns.get(ck) else {
+            return true;
+        };
+        let (pidx, authed) = (c.pool, c.authed);
+        let mid = self.new_request(ck);
+        let name = match args.first() {
+            Some(a) => printable(self.arg_bytes(rx, a), 64),
+            None => String::new(),
+        };
+        let Some(cmd) = p.command() else {
+            crate::log_info!("parsed unsupported command '{}'", name);
+            let reply = format!("-ERR unsupported command '{name}'\r\n");
+            self.local_reply(mid, reply.as_bytes());
+            return false;
+        };
+        let needs_auth = self.pools[pidx].conf.redis_auth.is_some();
+        if needs_auth && !authed && !matches!(cmd, Cmd::Auth | Cmd::Quit) {
+            self.local_reply(mid, b"-NOAUTH Authentication required\r\n");
+            return false;
+        }
+        if !cmd.arity_ok(args.len()) {
+            let reply = format!("-ERR wrong number of arguments for '{}' command\r\n", name.to_ascii_lowercase());
+            self.local_reply(mid, reply.as_bytes());
+            return false;
+        }
+        match cmd {
+            Cmd::Ping => {
+                match args.get(1) {
+                    None => self.local_reply(mid, b"+PONG\r\n"),
+                    Some(a) => {
+                        let mut reply = Vec::new();
+                        crate::proto::redis::write_bulk(&mut reply, self.arg_bytes(rx, a));
+                        self.local_reply(mid, &reply);
+                    }
+                }
+                false
+            }
+            Cmd::Quit => {
+                self.local_reply(mid, b"+OK\r\n");
+                self.close_after(ck, mid);
+                true
+            }
+            Cmd::Auth => {
+                let given = args.get(1).map(|a| self.arg_bytes(rx, a).to_vec()).unwrap_or_default();
+                let reply: &[u8] = match &self.pools[pidx].conf.redis_auth {
+                    None => b"-ERR Client sent AUTH, but no password is set\r\n",
+                    Some(pw) if pw.as_bytes() == given.as_slice() => b"+OK\r\n",
+                    Some(_) => b"-ERR invalid password\r\n",
+                };
+                let ok = reply == b"+OK\r\n";
+                if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+                    c.authed = ok;
+                }
+                self.local_reply(mid, reply);
+                false
+            }
+            Cmd::Hello => {
+                let version = args.get(1).map(|a| self.arg_bytes(rx, a).to_vec());
+                let reply: Vec<u8> = match version.as_deref() {
+                    None | Some(b"2") if args.len() <= 2 => hello_reply(),
+                    None | Some(b"2") => b"-ERR HELLO options are not supported by the proxy\r\n".to_vec(),
+                    _ => b"-NOPROTO unsupported protocol version\r\n".to_vec(),
+                };
+                self.local_reply(mid, &reply);
+                false
+            }
+            Cmd::Command | Cmd::Lolwut => {
+                self.forward_by_key(mid, rx, pidx, None, p.start, end);
+                false
+            }
+            Cmd::Eval => {
+                let numkeys = args.get(2).map(|a| parse_digits(self.arg_bytes(rx, a)));
+                match numkeys {
+                    Some(Some(n)) if n >= 1 && n as usize <= args.len() - 3 => {
+                        self.forward_by_key(mid, rx, pidx, args.get(3).copied(), p.start, end);
+                    }
+                    Some(Some(0)) => self.local_reply(mid, b"-ERR EVAL without keys cannot be routed by the proxy\r\n"),
+                    Some(Some(_)) => self.local_reply(mid, b"-ERR Number of keys can't be greater than number of args\r\n"),
+                    _ => self.local_reply(mid, b"-ERR value is not an integer or out of range\r\n"),
+                }
+                false
+            }
+            c if c.is_fragmentable() => {
+                let step = if c == Cmd::Mset { 2 } else { 1 };
+                if args.len() - 1 == step {
+                    self.forward_by_key(mid, rx, pidx, args.get(1).copied(), p.start, end);
+                } else {
+                    self.fragment(mid, rx, pidx, c, step);
+                }
+                false
+            }
+            _ => {
+                self.forward_by_key(mid, rx, pidx, args.get(1).copied(), p.start, end);
+                false
+            }
+        }
+    }
+
+    fn arg_bytes<'a>(&'a mut self, rx: &ClientRx, a: &Arg) -> &'a [u8] {
+        rx.inbuf.bytes(&self.mbufs, a.data, a.data + u64::from(a.len), &mut self.key_scratch)
+    }
+
+    /// Routes by `key` (or `placeholder`) and forwards the whole request.
+    fn forward_by_key(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize, key: Option<Arg>, start: u64, end: u64) {
+        let routed = match key {
+            Some(a) => {
+                let k = rx.inbuf.bytes(&self.mbufs, a.data, a.data + u64::from(a.len), &mut self.key_scratch);
+                route(&mut self.pools, &self.servers, self.now, pidx, k)
+            }
+            None => route(&mut self.pools, &self.servers, self.now, pidx, PLACEHOLDER),
+        };
+        let s = match routed {
+            Ok(s) => s,
+            Err(errno) => {
+                self.fail_request(mid, errno);
+                return;
+            }
+        };
+        let mut segs = Vec::new();
+        rx.inbuf.segs(&mut self.mbufs, start, end, &mut segs);
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.req = segs;
+            m.req_len = (end - start) as usize;
+        }
+        self.forward(mid, s);
+    }
+
+    /// Splits a multi-key command per server (SPEC 6.4): each fragment is
+    /// `*<n>\r\n$<len>\r\n<name>\r\n` made by the proxy followed by the
+    /// original key (and value) items, referenced in place.
+    fn fragment(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize, cmd: Cmd, step: usize) {
+        let args = &rx.redis.args;
+        let nkeys = (args.len() - 1) / step;
+        let mut key_server = Vec::with_capacity(nkeys);
+        for i in 0..nkeys {
+            let a = args[1 + i * step];
+            let k = rx.inbuf.bytes(&self.mbufs, a.data, a.data + u64::from(a.len), &mut self.key_scratch);
+            match route(&mut self.pools, &self.servers, self.now, pidx, k) {
+                Ok(s) => key_server.push(s),
+                Err(errno) => {
+                    self.fail_request(mid, errno);
+                    return;
+                }
+            }
+        }
+        // Fragments in order of first appearance of their server.
+        let mut servers: Vec<usize> = Vec::new();
+        let mut key_child = Vec::with_capacity(nkeys);
+        for &s in &key_server {
+            let ci = match servers.iter().position(|&x| x == s) {
+                Some(ci) => ci,
+                None => {
+                    servers.push(s);
+                    servers.len() - 1
+                }
+            };
+            key_child.push(ci as u32);
+        }
+        let merge = match cmd {
+            Cmd::Mget => Merge::Array,
+            Cmd::Mset => Merge::Ok,
+            _ => Merge::Sum,
+        };
+        let mut children = Vec::with_capacity(servers.len());
+        for (ci, &s) in servers.iter().enumerate() {
+            let items = key_child.iter().filter(|&&c| c as usize == ci).count() * step;
+            let mut head = Vec::with_capacity(32);
+            head.push(b'*');
+            head.extend_from_slice(itoa::Buffer::new().format(items + 1).as_bytes());
+            head.extend_from_slice(b"\r\n");
+            crate::proto::redis::write_bulk(&mut head, cmd.frag_name());
+            let mut segs = Vec::new();
+            self.mbufs.push_bytes(&head, &mut segs);
+            let mut len = head.len();
+            for (i, _) in key_child.iter().enumerate().filter(|(_, &c)| c as usize == ci) {
+                let first = args[1 + i * step];
+                let last = args[i * step + step];
+                rx.inbuf.segs(&mut self.mbufs, first.start, last.end(), &mut segs);
+                len += (last.end() - first.start) as usize;
+            }
+            let child = self.alloc_msg(None);
+            let m = &mut self.msgs[child];
+            m.req = segs;
+            m.req_len = len;
+            m.parent = Some(mid);
+            children.push((child, s));
+        }
+        self.pools[pidx].stats.fragments += children.len() as i64;
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.frag = Some(Box::new(Frag {
+                merge: Some(merge),
+                pending: children.len() as u32,
+                children: children.iter().map(|&(c, _)| c).collect(),
+                key_child,
+            }));
+        }
+        for (child, s) in children {
+            self.forward(child, s);
+        }
+    }
+
+    pub fn fail_request(&mut self, mid: MsgId, errno: i32) {
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.err = errno;
+        }
+        self.complete(mid);
+    }
+
+    /// A request got its reply or failed: a fragment reports to its parent,
+    /// anything else becomes ready for its client.
+    pub fn complete(&mut self, mid: MsgId) {
+        let Some(m) = self.msgs.get_mut(mid) else {
+            return;
+        };
+        m.done = true;
+        if let Some(parent) = m.parent {
+            let Some(f) = self.msgs.get_mut(parent).and_then(|p| p.frag.as_mut()) else {
+                return;
+            };
+            f.pending = f.pending.saturating_sub(1);
+            if f.pending == 0 {
+                self.merge(parent);
+                self.client_ready(parent);
+            }
+            return;
+        }
+        self.client_ready(mid);
+    }
+
+    fn client_ready(&mut self, mid: MsgId) {
+        let Some(m) = self.msgs.get_mut(mid) else {
+            return;
+        };
+        m.done = true;
+        if m.internal {
+            self.free_msg(mid);
+            return;
+        }
+        let Some(ck) = m.owner else {
+            self.free_msg(mid);
+            return;
+        };
+        if m.err != 0 && m.rsp.is_empty() && !m.noreply {
+            let errno = m.err;
+            if let Some(Conn::Client(c)) = self.conns.get(ck) {
+                let pidx = c.pool;
+                self.pools[pidx].stats.forward_error += 1;
+                let reply = if self.pools[pidx].conf.redis {
+                    format!("-ERR {}\r\n", net::strerror(errno))
+                } else {
+                    format!("SERVER_ERROR {}\r\n", net::strerror(errno))
+                };
+                let mut segs = Vec::new();
+                self.mbufs.push_bytes(reply.as_bytes(), &mut segs);
+                self.msgs[mid].rsp = segs;
+            }
+        }
+        self.dirty_clients.push(ck);
+    }
+
+    /// Writes the replies at the front of the out queue that are ready.
+    pub fn client_flush(&mut self, ck: usize) {
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(IOV_MAX);
+        loop {
+            let Some(Conn::Client(c)) = self.conns.get(ck) else {
+                return;
+            };
+            iov.clear();
+            let mut skip = c.wsent;
+            'gather: for &mid in &c.outq {
+                let Some(m) = self.msgs.get(mid) else { continue };
+                if !m.done {
+                    break;
+                }
+                for seg in &m.rsp {
+                    let b = self.mbufs.bytes(seg);
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        continue;
+                    }
+                    let b = &b[skip..];
+                    skip = 0;
+                    iov.push(libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    });
+                    if iov.len() == IOV_MAX {
+                        break 'gather;
+                    }
+                }
+            }
+            let n = match c.sock.writev(&iov) {
+                IoStep::Done(n) => n,
+                IoStep::WouldBlock | IoStep::Eof => return,
+                IoStep::Error(_) => {
+                    self.client_close(ck, false);
+                    return;
+                }
+            };
+            let wrote_all = self.client_advance(ck, n);
+            if !matches!(self.conns.get(ck), Some(Conn::Client(_))) {
+                return;
+            }
+            if wrote_all || iov.is_empty() {
+                break;
+            }
+        }
+        if let Some(Conn::Client(c)) = self.conns.get(ck) {
+            if c.eof && c.outq.is_empty() {
+                self.client_close(ck, true);
+            }
+        }
+    }
+
+    /// Retires written replies; true when nothing ready is left to write.
+    fn client_advance(&mut self, ck: usize, mut n: usize) -> bool {
+        loop {
+            let Some(Conn::Client(c)) = self.conns.get_mut(ck) else {
+                return true;
+            };
+            let Some(&mid) = c.outq.front() else { return true };
+            let Some(m) = self.msgs.get(mid) else {
+                c.outq.pop_front();
+                continue;
+            };
+            if !m.done {
+                return true;
+            }
+            let len = m.rsp_len();
+            let left = len - c.wsent.min(len);
+            if n < left {
+                c.wsent += n;
+                return false;
+            }
+            n -= left;
+            c.wsent = 0;
+            c.outq.pop_front();
+            let close = m.close_after;
+            self.free_msg(mid);
+            if close {
+                self.client_close(ck, false);
+                return true;
+            }
+        }
+    }
+
+    /// Closes a client. Requests still in flight stay with their servers,
+    /// orphaned: their replies are discarded when they come.
+    pub fn client_close(&mut self, ck: usize, eof: bool) {
+        if !matches!(self.conns.get(ck), Some(Conn::Client(_))) {
+            return;
+        }
+        let mut conn = self.conns.remove(ck);
+        self.deregister(&mut conn);
+        let Conn::Client(mut c) = conn else { return };
+        c.rx.inbuf.clear(&mut self.mbufs);
+        let pool = &mut self.pools[c.pool];
+        pool.nclients = pool.nclients.saturating_sub(1);
+        pool.stats.client_connections -= 1;
+        if eof {
+            pool.stats.client_eof += 1;
+        } else {
+            pool.stats.client_err += 1;
+        }
+        for mid in c.outq.drain(..) {
+            let Some(m) = self.msgs.get_mut(mid) else { continue };
+            if m.done {
+                self.free_msg(mid);
+            } else {
+                m.owner = None;
+            }
+        }
+    }
+}
+
+fn hello_reply() -> Vec<u8> {
+    let mut r = b"*14\r\n".to_vec();
+    for (k, v) in [("server", "redis"), ("version", "7.0.0"), ("proto", ""), ("id", ""), ("mode", "standalone"), ("role", "master")] {
+        crate::proto::redis::write_bulk(&mut r, k.as_bytes());
+        match k {
+            "proto" => r.extend_from_slice(b":2\r\n"),
+            "id" => r.extend_from_slice(b":0\r\n"),
+            _ => crate::proto::redis::write_bulk(&mut r, v.as_bytes()),
+        }
+    }
+    crate::proto::redis::write_bulk(&mut r, b"modules");
+    r.extend_from_slice(b"*0\r\n");
+    r
+}
+
+/// Digits only (SPEC 1.1's number rule), bounded.
+fn parse_digits(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// A name for an error message: printable ASCII kept, the rest escaped.
+fn printable(b: &[u8], max: usize) -> String {
+    let mut s = String::new();
+    for &c in b.iter().take(max) {
+        if c.is_ascii_graphic() || c == b' ' {
+            s.push(char::from(c));
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s
+}

@@ -1,0 +1,241 @@
+//! The proxy context and its one event loop.
+//!
+//! ```text
+//!   client socket --read--> InBuf --parse--> request Msg --route--> server inq
+//!        ^                                                            | writev
+//!        | writev (outq order)                                        v
+//!   client outq <--complete-- reply segs <--parse-- InBuf <--read-- server socket
+//! ```
+//!
+//! Everything lives in [`Context`]: the mio `Poll`, a slab of connections
+//! (keys are tokens), a slab of messages, the mbuf pool, the pools and
+//! servers, and the request deadlines. Each loop iteration handles the
+//! ready sockets, then flushes every connection that got something to send
+//! (one `writev` carries many queued messages), then expires deadlines.
+
+use crate::conf::Conf;
+use crate::conn::Conn;
+use crate::mbuf::MbufPool;
+use crate::msg::{Msg, MsgId};
+use crate::server::{Pool, Server};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::collections::BTreeSet;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Process-wide settings from the command line that the engine needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mbuf_size: usize,
+    pub stats_addr: String,
+    pub stats_port: u16,
+    pub stats_interval_ms: u64,
+}
+
+pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// Most events handled per `poll` call.
+const EVENTS: usize = 1024;
+
+pub struct Context {
+    pub poll: Poll,
+    pub conns: Slab<Conn>,
+    pub msgs: Slab<Msg>,
+    pub mbufs: MbufPool,
+    pub pools: Vec<Pool>,
+    pub servers: Vec<Server>,
+    /// Request deadlines (SPEC 8.2), earliest first.
+    pub timers: BTreeSet<(Instant, MsgId)>,
+    /// Connections with bytes to write, flushed after the events.
+    pub dirty_clients: Vec<usize>,
+    pub dirty_servers: Vec<usize>,
+    /// Scratch space for keys that span two mbufs.
+    pub key_scratch: Vec<u8>,
+    pub settings: Settings,
+    pub now: Instant,
+}
+
+/// Binds the stats socket and every pool listener, then runs the event loop
+/// until a shutdown signal. `Err` carries the reason of a startup failure.
+pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
+    let mut ctx = Context::new(conf, settings).map_err(|e| format!("event loop: {e}"))?;
+    ctx.preconnect();
+    ctx.listen()?;
+    ctx.poll
+        .registry()
+        .register(
+            &mut mio::unix::SourceFd(&crate::signal::wake_fd()),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )
+        .map_err(|e| format!("registering the signal pipe failed: {e}"))?;
+    ctx.run_loop().map_err(|e| format!("event loop failed: {e}"))
+}
+
+impl Context {
+    pub fn new(conf: Conf, settings: Settings) -> io::Result<Context> {
+        let mut ctx = Context {
+            poll: Poll::new()?,
+            conns: Slab::new(),
+            msgs: Slab::new(),
+            mbufs: MbufPool::new(settings.mbuf_size),
+            pools: Vec::new(),
+            servers: Vec::new(),
+            timers: BTreeSet::new(),
+            dirty_clients: Vec::new(),
+            dirty_servers: Vec::new(),
+            key_scratch: Vec::new(),
+            settings,
+            now: Instant::now(),
+        };
+        for pc in conf.pools {
+            ctx.add_pool(pc);
+        }
+        Ok(ctx)
+    }
+
+    fn run_loop(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS);
+        let wake_every = Duration::from_millis(self.settings.stats_interval_ms.max(1));
+        loop {
+            let timeout = match self.timers.first() {
+                Some(&(t, _)) => t.saturating_duration_since(Instant::now()).min(wake_every),
+                None => wake_every,
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                let tok = ev.token();
+                if tok == SIGNAL_TOKEN {
+                    continue;
+                }
+                self.handle_event(tok.0, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+            }
+            if crate::signal::handle_pending() {
+                return Ok(());
+            }
+            self.flush_dirty();
+            self.expire_timers();
+        }
+    }
+
+    fn handle_event(&mut self, key: usize, readable: bool, writable: bool) {
+        match self.conns.get(key) {
+            Some(Conn::Listener(_)) => self.accept(key),
+            Some(Conn::Client(_)) => {
+                if readable {
+                    self.client_read(key);
+                }
+                if writable {
+                    self.dirty_clients.push(key);
+                }
+            }
+            Some(Conn::Server(s)) => {
+                if !s.connected && (readable || writable) {
+                    self.server_connect_done(key);
+                }
+                if readable {
+                    self.server_read(key);
+                }
+                if writable {
+                    self.dirty_servers.push(key);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Writes what every touched connection has queued. Flushing a server
+    /// can complete requests (noreply) and closing one can fail requests,
+    /// both of which dirty clients, so servers go first.
+    pub fn flush_dirty(&mut self) {
+        let mut rounds = 0;
+        while !(self.dirty_servers.is_empty() && self.dirty_clients.is_empty()) && rounds < 8 {
+            rounds += 1;
+            let servers = std::mem::take(&mut self.dirty_servers);
+            for &k in &servers {
+                self.server_flush(k);
+            }
+            self.dirty_servers = servers;
+            self.dirty_servers.clear();
+            let clients = std::mem::take(&mut self.dirty_clients);
+            for &k in &clients {
+                self.client_flush(k);
+            }
+            self.dirty_clients = clients;
+            self.dirty_clients.clear();
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(t, mid)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let sc = self.msgs.get(mid).and_then(|m| m.server_conn);
+            match sc {
+                Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
+                None => {
+                    // Not on a server any more: nothing to time out.
+                    if let Some(m) = self.msgs.get_mut(mid) {
+                        m.deadline = None;
+                    }
+                }
+            }
+        }
+        self.flush_dirty();
+    }
+
+    pub fn register(&mut self, key: usize) -> io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registry = self.poll.registry();
+        match self.conns.get_mut(key) {
+            Some(Conn::Listener(l)) => registry.register(l.sock.source(), Token(key), Interest::READABLE),
+            Some(Conn::Client(c)) => registry.register(c.sock.source(), Token(key), interest),
+            Some(Conn::Server(s)) => registry.register(s.sock.source(), Token(key), interest),
+            None => Ok(()),
+        }
+    }
+
+    pub fn deregister(&mut self, conn: &mut Conn) {
+        let registry = self.poll.registry();
+        let _ = match conn {
+            Conn::Listener(l) => registry.deregister(l.sock.source()),
+            Conn::Client(c) => registry.deregister(c.sock.source()),
+            Conn::Server(s) => registry.deregister(s.sock.source()),
+        };
+    }
+
+    pub fn alloc_msg(&mut self, owner: Option<usize>) -> MsgId {
+        self.msgs.insert(Msg::new(owner))
+    }
+
+    /// Releases a message's bytes and forgets it (and its fragments).
+    pub fn free_msg(&mut self, mid: MsgId) {
+        if !self.msgs.contains(mid) {
+            return;
+        }
+        let m = self.msgs.remove(mid);
+        if let Some(d) = m.deadline {
+            self.timers.remove(&(d, mid));
+        }
+        self.mbufs.release_segs(&m.req);
+        self.mbufs.release_segs(&m.rsp);
+        if let Some(f) = m.frag {
+            for c in f.children {
+                self.free_msg(c);
+            }
+        }
+    }
+
+    /// Counts of live objects, for leak tests.
+    pub fn live_counts(&self) -> (usize, usize, usize) {
+        (self.conns.len(), self.msgs.len(), self.mbufs.in_use())
+    }
+}

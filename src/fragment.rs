@@ -1,0 +1,132 @@
+//! Reassembling a split multi-key request from its fragments' replies
+//! (SPEC 6.4 and 7.2, with section 0's rule that a failed fragment fails
+//! only that command).
+
+use crate::core::Context;
+use crate::msg::{slice_segs, Merge, MsgId};
+use crate::proto::redis::response::RspKind;
+
+/// Whether a fragment's redis reply has the shape its merge needs; an
+/// error reply (`-WRONGTYPE`, `-NOAUTH`, ...) never does.
+pub fn redis_reply_fits(merge: Option<Merge>, kind: RspKind, count: i64) -> bool {
+    match merge {
+        Some(Merge::Array) => kind == RspKind::Array && count >= 0,
+        Some(Merge::Sum) => kind == RspKind::Integer,
+        Some(Merge::Ok) => kind == RspKind::Status,
+        Some(Merge::Values) | None => false,
+    }
+}
+
+impl Context {
+    /// All fragments of `parent` are in: build its reply, free them.
+    pub fn merge(&mut self, parent: MsgId) {
+        let Some(frag) = self.msgs.get_mut(parent).and_then(|p| p.frag.take()) else {
+            return;
+        };
+        let mut err = 0;
+        let mut bad = false;
+        for &c in &frag.children {
+            if let Some(m) = self.msgs.get(c) {
+                if m.err != 0 && err == 0 {
+                    err = m.err;
+                }
+                bad |= m.bad_reply;
+            }
+        }
+        let mut rsp = Vec::new();
+        if err == 0 && !bad {
+            match frag.merge {
+                Some(Merge::Array) => bad = !self.merge_array(&frag.children, &frag.key_child, &mut rsp),
+                Some(Merge::Sum) => {
+                    let mut sum: i64 = 0;
+                    for &c in &frag.children {
+                        match self.msgs.get(c).and_then(|m| m.integer) {
+                            Some(v) => sum = sum.saturating_add(v),
+                            None => bad = true,
+                        }
+                    }
+                    if !bad {
+                        let mut b = b":".to_vec();
+                        b.extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
+                        b.extend_from_slice(b"\r\n");
+                        self.mbufs.push_bytes(&b, &mut rsp);
+                    }
+                }
+                Some(Merge::Ok) => {
+                    bad = frag.children.iter().any(|&c| {
+                        self.msgs.get(c).is_none_or(|m| m.rsp.first().is_none_or(|s| self.mbufs.bytes(s).first() != Some(&b'+')))
+                    });
+                    if !bad {
+                        self.mbufs.push_bytes(b"+OK\r\n", &mut rsp);
+                    }
+                }
+                Some(Merge::Values) => bad = !self.merge_values(&frag.children, &frag.key_child, &mut rsp),
+                None => bad = true,
+            }
+        }
+        if bad && err == 0 {
+            err = libc::EINVAL;
+        }
+        if err != 0 {
+            self.mbufs.release_segs(&rsp);
+            rsp.clear();
+        }
+        for &c in &frag.children {
+            self.free_msg(c);
+        }
+        if let Some(p) = self.msgs.get_mut(parent) {
+            p.rsp = rsp;
+            p.err = err;
+            p.done = true;
+        }
+    }
+
+    /// MGET: `*<nkeys>` then, for each key in request order, the next
+    /// element of the reply of the fragment that key went to.
+    fn merge_array(&mut self, children: &[MsgId], key_child: &[u32], out: &mut Vec<crate::mbuf::Seg>) -> bool {
+        let mut next = vec![0usize; children.len()];
+        let mut head = b"*".to_vec();
+        head.extend_from_slice(itoa::Buffer::new().format(key_child.len()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+        self.mbufs.push_bytes(&head, out);
+        for &ci in key_child {
+            let ci = ci as usize;
+            let Some(m) = children.get(ci).and_then(|&c| self.msgs.get(c)) else {
+                return false;
+            };
+            let Some(&(a, b)) = m.elems.get(next[ci]) else {
+                return false;
+            };
+            next[ci] += 1;
+            let from = out.len();
+            slice_segs(&m.rsp, a as usize, b as usize, out);
+            for s in &out[from..] {
+                self.mbufs.retain(s.id);
+            }
+        }
+        true
+    }
+
+    /// memcached get: each key's VALUE block in request order, then END.
+    fn merge_values(&mut self, children: &[MsgId], key_child: &[u32], out: &mut Vec<crate::mbuf::Seg>) -> bool {
+        let mut next = vec![0usize; children.len()];
+        for &ci in key_child {
+            let ci = ci as usize;
+            let Some(m) = children.get(ci).and_then(|&c| self.msgs.get(c)) else {
+                return false;
+            };
+            // Misses have no block: take the next unused one, if any.
+            let Some(&(a, b)) = m.elems.get(next[ci]) else {
+                continue;
+            };
+            next[ci] += 1;
+            let from = out.len();
+            slice_segs(&m.rsp, a as usize, b as usize, out);
+            for s in &out[from..] {
+                self.mbufs.retain(s.id);
+            }
+        }
+        self.mbufs.push_bytes(b"END\r\n", out);
+        true
+    }
+}

@@ -1,0 +1,24 @@
+//! nutcracker: a drop-in replacement for twemproxy (nutcracker 0.5.0).
+//!
+//! The binary (`main.rs`) parses the command line, loads the configuration
+//! and hands both to [`core::run`], which owns the one event loop. The
+//! modules are public so that integration tests and fuzz targets can reach
+//! the parsers and the key-placement code directly.
+
+pub mod cli;
+pub mod conf;
+pub mod core;
+pub mod client;
+pub mod conn;
+pub mod daemon;
+pub mod fragment;
+pub mod hashkit;
+pub mod log;
+pub mod inbuf;
+pub mod mbuf;
+pub mod msg;
+pub mod net;
+pub mod metrics;
+pub mod proto;
+pub mod server;
+pub mod signal;

@@ -1,0 +1,196 @@
+//! The one table of stats metrics (SPEC 9.2): every pool metric, then every
+//! server metric, each with its name, kind and description, in the order the
+//! C binary prints them.
+//!
+//! Everything that names a metric is generated from these two tables: the
+//! `-D` text ([`describe`]), and the stats engine's counters and JSON, which
+//! index the tables by position. Changing the order here changes the JSON
+//! layout, which dashboards parse, so the order is the C order and is pinned
+//! by the tests below.
+
+/// How a metric is aggregated and printed (SPEC 9.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Accumulates; never goes down.
+    Counter,
+    /// Current value: the sum of +1/-1 deltas.
+    Gauge,
+    /// The latest non-zero value wins (usec since the epoch).
+    Timestamp,
+}
+
+/// One metric: its JSON key, kind, and the description `-D` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub desc: &'static str,
+}
+
+const fn metric(name: &'static str, kind: MetricKind, desc: &'static str) -> Metric {
+    Metric { name, kind, desc }
+}
+
+use MetricKind::{Counter, Gauge, Timestamp};
+
+/// Per-pool metrics, in JSON and `-D` order.
+pub static POOL_METRICS: &[Metric] = &[
+    metric("client_eof", Counter, "# eof on client connections"),
+    metric("client_err", Counter, "# errors on client connections"),
+    metric("client_connections", Gauge, "# active client connections"),
+    metric("server_ejects", Counter, "# times backend server was ejected"),
+    metric("forward_error", Counter, "# times we encountered a forwarding error"),
+    metric("fragments", Counter, "# fragments created from a multi-vector request"),
+];
+
+/// Per-server metrics, in JSON and `-D` order.
+pub static SERVER_METRICS: &[Metric] = &[
+    metric("server_eof", Counter, "# eof on server connections"),
+    metric("server_err", Counter, "# errors on server connections"),
+    metric("server_timedout", Counter, "# timeouts on server connections"),
+    metric("server_connections", Gauge, "# active server connections"),
+    metric(
+        "server_ejected_at",
+        Timestamp,
+        "timestamp when server was ejected in usec since epoch",
+    ),
+    metric("requests", Counter, "# requests"),
+    metric("request_bytes", Counter, "total request bytes"),
+    metric("responses", Counter, "# responses"),
+    metric("response_bytes", Counter, "total response bytes"),
+    metric("in_queue", Gauge, "# requests in incoming queue"),
+    metric("in_queue_bytes", Gauge, "current request bytes in incoming queue"),
+    metric("out_queue", Gauge, "# requests in outgoing queue"),
+    metric("out_queue_bytes", Gauge, "current request bytes in outgoing queue"),
+];
+
+/// Position of a pool metric in [`POOL_METRICS`], for engine code that wants
+/// a named index rather than a magic number.
+pub fn pool_index(name: &str) -> Option<usize> {
+    POOL_METRICS.iter().position(|m| m.name == name)
+}
+
+/// Position of a server metric in [`SERVER_METRICS`].
+pub fn server_index(name: &str) -> Option<usize> {
+    SERVER_METRICS.iter().position(|m| m.name == name)
+}
+
+/// The `-D` text after the version block (SPEC 1.5): `pool stats:`, one line
+/// per pool metric, a blank line, `server stats:`, one line per server
+/// metric. Each line is two spaces, the name left-justified in 20 columns,
+/// then the description in double quotes (C: `"  %-20s\"%s\""`).
+pub fn describe() -> String {
+    let mut out = String::with_capacity(1024);
+    out.push_str("pool stats:\n");
+    for m in POOL_METRICS {
+        push_line(&mut out, m);
+    }
+    out.push('\n');
+    out.push_str("server stats:\n");
+    for m in SERVER_METRICS {
+        push_line(&mut out, m);
+    }
+    out
+}
+
+fn push_line(out: &mut String, m: &Metric) {
+    out.push_str(&format!("  {:<20}\"{}\"\n", m.name, m.desc));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_and_counts_match_the_c_tables() {
+        let pool: Vec<&str> = POOL_METRICS.iter().map(|m| m.name).collect();
+        assert_eq!(
+            pool,
+            [
+                "client_eof",
+                "client_err",
+                "client_connections",
+                "server_ejects",
+                "forward_error",
+                "fragments"
+            ]
+        );
+        let server: Vec<&str> = SERVER_METRICS.iter().map(|m| m.name).collect();
+        assert_eq!(
+            server,
+            [
+                "server_eof",
+                "server_err",
+                "server_timedout",
+                "server_connections",
+                "server_ejected_at",
+                "requests",
+                "request_bytes",
+                "responses",
+                "response_bytes",
+                "in_queue",
+                "in_queue_bytes",
+                "out_queue",
+                "out_queue_bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds() {
+        let gauges: Vec<&str> = POOL_METRICS
+            .iter()
+            .chain(SERVER_METRICS)
+            .filter(|m| m.kind == Gauge)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            gauges,
+            [
+                "client_connections",
+                "server_connections",
+                "in_queue",
+                "in_queue_bytes",
+                "out_queue",
+                "out_queue_bytes"
+            ]
+        );
+        assert_eq!(SERVER_METRICS[4].kind, Timestamp);
+        assert_eq!(
+            POOL_METRICS.iter().chain(SERVER_METRICS).filter(|m| m.kind == Timestamp).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn describe_text_is_byte_exact() {
+        let text = describe();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines[0], "pool stats:");
+        assert_eq!(lines[1], "  client_eof          \"# eof on client connections\"");
+        assert_eq!(
+            lines[3],
+            "  client_connections  \"# active client connections\""
+        );
+        assert_eq!(lines[7], "");
+        assert_eq!(lines[8], "server stats:");
+        assert_eq!(
+            lines[13],
+            "  server_ejected_at   \"timestamp when server was ejected in usec since epoch\""
+        );
+        assert_eq!(
+            lines[21],
+            "  out_queue_bytes     \"current request bytes in outgoing queue\""
+        );
+        // Ends with the last entry's newline, no trailing blank line.
+        assert_eq!(lines.len(), 23);
+        assert_eq!(lines[22], "");
+    }
+
+    #[test]
+    fn indices() {
+        assert_eq!(pool_index("fragments"), Some(5));
+        assert_eq!(server_index("requests"), Some(5));
+        assert_eq!(server_index("nope"), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! Messages: a request and, once it has one, its reply.
+//!
+//! A request is born when a client's parser completes it; it is held by its
+//! client's out queue (which keeps reply order) and, while forwarded, by a
+//! server connection's in queue (to send) or out queue (sent, awaiting the
+//! reply). It is freed when neither holds it. A multi-key request that spans
+//! servers becomes a parent whose fragments are the messages that travel;
+//! the parent is done when every fragment is.
+//!
+//! Bytes are never owned by a message: `req` and `rsp` are segments into
+//! reference-counted mbufs (see `mbuf.rs`).
+
+use crate::mbuf::Seg;
+use std::time::Instant;
+
+pub type MsgId = usize;
+
+/// What the client gets back for a multi-key request split over servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// MGET: one array element per requested key, in request order.
+    Array,
+    /// DEL / UNLINK / TOUCH / EXISTS: the sum of integer replies.
+    Sum,
+    /// MSET: `+OK`.
+    Ok,
+    /// memcached get/gets: the VALUE blocks in request order, then END.
+    Values,
+}
+
+#[derive(Debug, Default)]
+pub struct Frag {
+    pub merge: Option<Merge>,
+    /// Fragments still awaiting a reply.
+    pub pending: u32,
+    /// The fragments, in the order they were made.
+    pub children: Vec<MsgId>,
+    /// For each requested key (request order), the index into `children`.
+    pub key_child: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct Msg {
+    /// Request bytes as sent to the server (empty for local and parent).
+    pub req: Vec<Seg>,
+    pub req_len: usize,
+    /// Reply bytes for the client (from the server, or made by the proxy).
+    pub rsp: Vec<Seg>,
+    /// Offsets inside `rsp` of the reply's top-level elements (fragments).
+    pub elems: Vec<(u32, u32)>,
+    /// Integer value of a fragment's reply (DEL and friends).
+    pub integer: Option<i64>,
+    /// The reply is not what a fragment of this kind expects.
+    pub bad_reply: bool,
+    /// Client connection key while a client waits for this message.
+    pub owner: Option<usize>,
+    /// Server connection key while queued or in flight there.
+    pub server_conn: Option<usize>,
+    /// Server index (pool-global) this request was routed to.
+    pub server: Option<usize>,
+    pub parent: Option<MsgId>,
+    pub frag: Option<Box<Frag>>,
+    /// Reply attached (or error set): ready to be written to the client.
+    pub done: bool,
+    /// errno of a forwarding failure; 0 when none.
+    pub err: i32,
+    /// memcached `noreply`: nothing is written back.
+    pub noreply: bool,
+    /// Sent by the proxy itself (AUTH/SELECT): the reply is discarded.
+    pub internal: bool,
+    /// redis_db's SELECT (its failure is logged).
+    pub is_select: bool,
+    /// Close the client once this message's reply is written (QUIT,
+    /// protocol error, MGET fragment failure).
+    pub close_after: bool,
+    pub deadline: Option<Instant>,
+}
+
+impl Msg {
+    pub fn new(owner: Option<usize>) -> Msg {
+        Msg {
+            req: Vec::new(),
+            req_len: 0,
+            rsp: Vec::new(),
+            elems: Vec::new(),
+            integer: None,
+            bad_reply: false,
+            owner,
+            server_conn: None,
+            server: None,
+            parent: None,
+            frag: None,
+            done: false,
+            err: 0,
+            noreply: false,
+            internal: false,
+            is_select: false,
+            close_after: false,
+            deadline: None,
+        }
+    }
+
+    pub fn rsp_len(&self) -> usize {
+        self.rsp.iter().map(|s| s.len()).sum()
+    }
+}
+
+/// Appends segments covering `from..to` of the byte string that `segs`
+/// spell (offsets relative to its start); the caller retains the chunks.
+pub fn slice_segs(segs: &[Seg], from: usize, to: usize, out: &mut Vec<Seg>) {
+    let mut pos = 0usize;
+    for s in segs {
+        let (a, b) = (pos, pos + s.len());
+        pos = b;
+        if b <= from {
+            continue;
+        }
+        if a >= to {
+            break;
+        }
+        let lo = from.max(a) - a;
+        let hi = to.min(b) - a;
+        out.push(Seg {
+            id: s.id,
+            start: s.start + lo as u32,
+            end: s.start + hi as u32,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slicing() {
+        let segs = [
+            Seg { id: 1, start: 10, end: 20 },
+            Seg { id: 2, start: 0, end: 5 },
+            Seg { id: 3, start: 100, end: 110 },
+        ];
+        let mut out = Vec::new();
+        slice_segs(&segs, 8, 17, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Seg { id: 1, start: 18, end: 20 },
+                Seg { id: 2, start: 0, end: 5 },
+                Seg { id: 3, start: 100, end: 102 }
+            ]
+        );
+    }
+}
