@@ -155,19 +155,71 @@ struct OptSpec {
 
 /// The C `short_options` / `long_options` tables.
 const SPECS: [OptSpec; 13] = [
-    OptSpec { short: 'h', long: "help", arg: ArgKind::Flag },
-    OptSpec { short: 'V', long: "version", arg: ArgKind::Flag },
-    OptSpec { short: 't', long: "test-conf", arg: ArgKind::Flag },
-    OptSpec { short: 'd', long: "daemonize", arg: ArgKind::Flag },
-    OptSpec { short: 'D', long: "describe-stats", arg: ArgKind::Flag },
-    OptSpec { short: 'v', long: "verbose", arg: ArgKind::Number },
-    OptSpec { short: 'o', long: "output", arg: ArgKind::File },
-    OptSpec { short: 'c', long: "conf-file", arg: ArgKind::File },
-    OptSpec { short: 's', long: "stats-port", arg: ArgKind::Number },
-    OptSpec { short: 'i', long: "stats-interval", arg: ArgKind::Number },
-    OptSpec { short: 'a', long: "stats-addr", arg: ArgKind::Text },
-    OptSpec { short: 'p', long: "pid-file", arg: ArgKind::File },
-    OptSpec { short: 'm', long: "mbuf-size", arg: ArgKind::Number },
+    OptSpec {
+        short: 'h',
+        long: "help",
+        arg: ArgKind::Flag,
+    },
+    OptSpec {
+        short: 'V',
+        long: "version",
+        arg: ArgKind::Flag,
+    },
+    OptSpec {
+        short: 't',
+        long: "test-conf",
+        arg: ArgKind::Flag,
+    },
+    OptSpec {
+        short: 'd',
+        long: "daemonize",
+        arg: ArgKind::Flag,
+    },
+    OptSpec {
+        short: 'D',
+        long: "describe-stats",
+        arg: ArgKind::Flag,
+    },
+    OptSpec {
+        short: 'v',
+        long: "verbose",
+        arg: ArgKind::Number,
+    },
+    OptSpec {
+        short: 'o',
+        long: "output",
+        arg: ArgKind::File,
+    },
+    OptSpec {
+        short: 'c',
+        long: "conf-file",
+        arg: ArgKind::File,
+    },
+    OptSpec {
+        short: 's',
+        long: "stats-port",
+        arg: ArgKind::Number,
+    },
+    OptSpec {
+        short: 'i',
+        long: "stats-interval",
+        arg: ArgKind::Number,
+    },
+    OptSpec {
+        short: 'a',
+        long: "stats-addr",
+        arg: ArgKind::Text,
+    },
+    OptSpec {
+        short: 'p',
+        long: "pid-file",
+        arg: ArgKind::File,
+    },
+    OptSpec {
+        short: 'm',
+        long: "mbuf-size",
+        arg: ArgKind::Number,
+    },
 ];
 
 fn spec_by_short(c: char) -> Option<&'static OptSpec> {
@@ -320,7 +372,9 @@ fn apply_value(opts: &mut Options, short: char, value: String) -> Result<(), Cli
         'v' => {
             let n = number();
             if n < 0 {
-                return Err(CliError::new("nutcracker: option -v requires a number".into()));
+                return Err(CliError::new(
+                    "nutcracker: option -v requires a number".into(),
+                ));
             }
             opts.verbosity = n;
         }
@@ -329,21 +383,22 @@ fn apply_value(opts: &mut Options, short: char, value: String) -> Result<(), Cli
         's' => {
             let n = number();
             if n < 0 {
-                return Err(CliError::new("nutcracker: option -s requires a number".into()));
+                return Err(CliError::new(
+                    "nutcracker: option -s requires a number".into(),
+                ));
             }
-            opts.stats_port = u16::try_from(n)
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    CliError::new(format!(
-                        "nutcracker: option -s value {n} is not a valid port"
-                    ))
-                })?;
+            opts.stats_port = u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                CliError::new(format!(
+                    "nutcracker: option -s value {n} is not a valid port"
+                ))
+            })?;
         }
         'i' => {
             let n = number();
             if n < 0 {
-                return Err(CliError::new("nutcracker: option -i requires a number".into()));
+                return Err(CliError::new(
+                    "nutcracker: option -i requires a number".into(),
+                ));
             }
             opts.stats_interval_ms = u64::from(n.unsigned_abs());
         }
@@ -450,8 +505,23 @@ mod tests {
     #[test]
     fn every_option_short_and_long() {
         let short = run(&[
-            "-d", "-v", "7", "-o", "log", "-c", "x.yml", "-s", "1234", "-a", "127.0.0.1", "-i",
-            "0", "-p", "pid", "-m", "512",
+            "-d",
+            "-v",
+            "7",
+            "-o",
+            "log",
+            "-c",
+            "x.yml",
+            "-s",
+            "1234",
+            "-a",
+            "127.0.0.1",
+            "-i",
+            "0",
+            "-p",
+            "pid",
+            "-m",
+            "512",
         ]);
         let long = run(&[
             "--daemonize",
@@ -524,7 +594,10 @@ mod tests {
         );
         assert!(matches!(parse(&args(&["-t", "-d"])), Ok(Action::TestConf(o)) if o.daemonize));
         // Errors win over -h, wherever they are.
-        assert_eq!(err(&["-h", "-v", "x"]), "nutcracker: option -v requires a number");
+        assert_eq!(
+            err(&["-h", "-v", "x"]),
+            "nutcracker: option -v requires a number"
+        );
     }
 
     #[test]
@@ -538,7 +611,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(err(&["-s", "0"]), "nutcracker: option -s value 0 is not a valid port");
+        assert_eq!(
+            err(&["-s", "0"]),
+            "nutcracker: option -s value 0 is not a valid port"
+        );
         assert_eq!(
             err(&["-s", "70000"]),
             "nutcracker: option -s value 70000 is not a valid port"
@@ -586,14 +662,20 @@ mod tests {
             );
         }
         for f in ["-m", "-v", "-s", "-i"] {
-            assert_eq!(err(&[f]), format!("nutcracker: option {f} requires a number"));
+            assert_eq!(
+                err(&[f]),
+                format!("nutcracker: option {f} requires a number")
+            );
         }
         assert_eq!(err(&["-a"]), "nutcracker: option -a requires a string");
         assert_eq!(
             err(&["--conf-file"]),
             "nutcracker: option -c requires a file name"
         );
-        assert_eq!(err(&["-d", "--mbuf"]), "nutcracker: option -m requires a number");
+        assert_eq!(
+            err(&["-d", "--mbuf"]),
+            "nutcracker: option -m requires a number"
+        );
     }
 
     #[test]
@@ -612,7 +694,10 @@ mod tests {
         assert!(USAGE.contains("print stats description and exit\n  -v"));
         assert!(USAGE.contains("[-m mbuf size]\r\n\nOptions:\r\n"));
         let e = CliError::new("nutcracker: invalid option -- 'x'".into());
-        assert_eq!(e.output(), format!("nutcracker: invalid option -- 'x'\n{USAGE}"));
+        assert_eq!(
+            e.output(),
+            format!("nutcracker: invalid option -- 'x'\n{USAGE}")
+        );
     }
 
     #[test]

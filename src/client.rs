@@ -17,6 +17,15 @@ use std::collections::VecDeque;
 
 /// The key keyless forwarded commands are routed by (SPEC 4.1).
 const PLACEHOLDER: &[u8] = b"placeholder";
+/// A client holding more than this many bytes of requests and replies not
+/// yet written back is not read until it drains below half (it pipelines
+/// without reading its replies, or its backends are slow).
+pub const CLIENT_MAX_HELD: usize = 64 * 1024 * 1024;
+/// The same bound on the number of requests awaiting their turn.
+pub const CLIENT_MAX_QUEUED: usize = 65536;
+/// The largest single request accepted (redis' own client query buffer
+/// limit); a larger one is a protocol error.
+pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Context {
     pub fn accept(&mut self, lk: usize) {
@@ -56,6 +65,8 @@ impl Context {
                 eof: false,
                 closing: false,
                 authed: false,
+                held: 0,
+                paused: false,
             }));
             if self.register(key).is_err() {
                 let _ = self.conns.remove(key);
@@ -69,13 +80,18 @@ impl Context {
 
     pub fn client_read(&mut self, ck: usize) {
         let mut rx = match self.conns.get_mut(ck) {
-            Some(Conn::Client(c)) if !c.closing => std::mem::take(&mut c.rx),
+            Some(Conn::Client(c)) if !c.closing && !c.paused => std::mem::take(&mut c.rx),
             _ => return,
         };
         let mut eof = false;
         let mut error = false;
-        'read: loop {
+        loop {
+            // Bytes already buffered first: a resumed client has some.
+            if self.client_parse(ck, &mut rx) {
+                break;
+            }
             let Some(Conn::Client(c)) = self.conns.get(ck) else {
+                rx.inbuf.clear(&mut self.mbufs);
                 return;
             };
             match rx.inbuf.read(&c.sock, &mut self.mbufs) {
@@ -88,35 +104,6 @@ impl Context {
                 IoStep::Error(_) => {
                     error = true;
                     break;
-                }
-            }
-            loop {
-                let (data, base) = rx.inbuf.unparsed(&self.mbufs);
-                if data.is_empty() {
-                    break;
-                }
-                let (n, prog) = rx.redis.feed(data, base);
-                rx.inbuf.parsed = base + n as u64;
-                match prog {
-                    Progress::Incomplete => break,
-                    Progress::Complete(end) => {
-                        let stop = self.redis_request(ck, &rx, end);
-                        rx.inbuf.consume(&mut self.mbufs, end);
-                        rx.redis.reset();
-                        if stop {
-                            break 'read;
-                        }
-                    }
-                    Progress::Error(e) => {
-                        crate::log_info!("c {} parsed bad req: {}", ck, e.message());
-                        let mut reply = b"-ERR ".to_vec();
-                        reply.extend_from_slice(e.message().as_bytes());
-                        reply.extend_from_slice(b"\r\n");
-                        let mid = self.new_request(ck);
-                        self.local_reply(mid, &reply);
-                        self.close_after(ck, mid);
-                        break 'read;
-                    }
                 }
             }
         }
@@ -141,6 +128,64 @@ impl Context {
             }
             self.dirty_clients.push(ck);
         }
+    }
+
+    /// Parses and handles every whole request buffered. True when reading
+    /// must stop: the client is closing, or paused because it holds too
+    /// much (see [`CLIENT_MAX_HELD`]).
+    fn client_parse(&mut self, ck: usize, rx: &mut ClientRx) -> bool {
+        loop {
+            match self.conns.get_mut(ck) {
+                Some(Conn::Client(c)) => {
+                    if c.closing {
+                        return true;
+                    }
+                    if c.held > CLIENT_MAX_HELD || c.outq.len() > CLIENT_MAX_QUEUED {
+                        c.paused = true;
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+            let (data, base) = rx.inbuf.unparsed(&self.mbufs);
+            if data.is_empty() {
+                return false;
+            }
+            let (n, prog) = rx.redis.feed(data, base);
+            rx.inbuf.parsed = base + n as u64;
+            match prog {
+                Progress::Incomplete => {
+                    let cd = self.mbufs.chunk_data();
+                    if rx.inbuf.end(cd) - rx.inbuf.start > MAX_REQUEST_BYTES {
+                        self.protocol_error(ck, "Protocol error: request too large");
+                        return true;
+                    }
+                    return false;
+                }
+                Progress::Complete(end) => {
+                    self.redis_request(ck, rx, end);
+                    rx.inbuf.consume(&mut self.mbufs, end);
+                    rx.redis.reset();
+                }
+                Progress::Error(e) => {
+                    self.protocol_error(ck, &e.message());
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Replies `-ERR <text>` after the replies already owed, then closes.
+    fn protocol_error(&mut self, ck: usize, text: &str) {
+        crate::log_info!("c {} parsed bad req: {}", ck, text);
+        let redis = match self.conns.get(ck) {
+            Some(Conn::Client(c)) => self.pools[c.pool].conf.redis,
+            _ => return,
+        };
+        let reply = if redis { format!("-ERR {text}\r\n") } else { format!("CLIENT_ERROR {text}\r\n") };
+        let mid = self.new_request(ck);
+        self.local_reply(mid, reply.as_bytes());
+        self.close_after(ck, mid);
     }
 
     /// A request joins the client's out queue in arrival order.
@@ -186,6 +231,7 @@ impl Context {
         };
         let (pidx, authed) = (c.pool, c.authed);
         let mid = self.new_request(ck);
+        self.hold(ck, mid, (end - p.start) as usize);
         let name = match args.first() {
             Some(a) => printable(self.arg_bytes(rx, a), 64),
             None => String::new(),
@@ -438,7 +484,19 @@ impl Context {
                 self.msgs[mid].rsp = segs;
             }
         }
+        let len = self.msgs.get(mid).map_or(0, |m| m.rsp_len());
+        self.hold(ck, mid, len);
         self.dirty_clients.push(ck);
+    }
+
+    /// Counts `bytes` more held by client `ck` for message `mid`.
+    fn hold(&mut self, ck: usize, mid: MsgId, bytes: usize) {
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.held += bytes;
+        }
+        if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+            c.held += bytes;
+        }
     }
 
     /// Writes the replies at the front of the out queue that are ready.
@@ -518,6 +576,11 @@ impl Context {
             n -= left;
             c.wsent = 0;
             c.outq.pop_front();
+            c.held = c.held.saturating_sub(m.held);
+            if c.paused && c.held <= CLIENT_MAX_HELD / 2 && c.outq.len() <= CLIENT_MAX_QUEUED / 2 {
+                c.paused = false;
+                self.resume.push(ck);
+            }
             let close = m.close_after;
             self.free_msg(mid);
             if close {

@@ -14,7 +14,7 @@
 //!        ──► across pools: listen strings, pool names        "pools 'A' and 'B' ..."
 //! ```
 //!
-//! Every error carries the 1-based line it is about, so `-t` and the start-up
+//! Errors carry the 1-based line they are about, so `-t` and the start-up
 //! log can say where the problem is (the C binary never did). The only
 //! resolution done here is the `listen:` address; servers are resolved at
 //! each connect by the proxy.
@@ -234,7 +234,7 @@ fn check_characters(text: &str) -> Result<(), ConfError> {
                 "control characters are not allowed",
             ));
         }
-        if c == '\n' || prev == '\r' && c != '\n' {
+        if c == '\n' || prev == '\r' {
             line += 1;
         }
         prev = c;
@@ -619,7 +619,7 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
         }
         "hash" => once(
             &mut pool.hash,
-            hash_from_name(value).ok_or("is not a valid hash"),
+            HashKind::from_name(value).ok_or("is not a valid hash"),
         ),
         "hash_tag" => once(
             &mut pool.hash_tag,
@@ -630,7 +630,7 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
         ),
         "distribution" => once(
             &mut pool.distribution,
-            distribution_from_name(value).ok_or("is not a valid distribution"),
+            Distribution::from_name(value).ok_or("is not a valid distribution"),
         ),
         "timeout" => once(&mut pool.timeout, number()),
         "backlog" => once(&mut pool.backlog, number()),
@@ -676,33 +676,6 @@ fn parse_port(text: &str) -> Option<u16> {
     parse_number(text)
         .and_then(|n| u16::try_from(n).ok())
         .filter(|&p| p != 0)
-}
-
-fn hash_from_name(name: &str) -> Option<HashKind> {
-    Some(match name {
-        "one_at_a_time" => HashKind::OneAtATime,
-        "md5" => HashKind::Md5,
-        "crc16" => HashKind::Crc16,
-        "crc32" => HashKind::Crc32,
-        "crc32a" => HashKind::Crc32a,
-        "fnv1_64" => HashKind::Fnv1_64,
-        "fnv1a_64" => HashKind::Fnv1a_64,
-        "fnv1_32" => HashKind::Fnv1_32,
-        "fnv1a_32" => HashKind::Fnv1a_32,
-        "hsieh" => HashKind::Hsieh,
-        "murmur" => HashKind::Murmur,
-        "jenkins" => HashKind::Jenkins,
-        _ => return None,
-    })
-}
-
-fn distribution_from_name(name: &str) -> Option<Distribution> {
-    Some(match name {
-        "ketama" => Distribution::Ketama,
-        "modula" => Distribution::Modula,
-        "random" => Distribution::Random,
-        _ => return None,
-    })
 }
 
 /// `sizeof(sun_path)`: a unix socket path must be shorter.
@@ -1322,9 +1295,9 @@ mod tests {
 
     #[test]
     fn same_address_under_different_names_is_allowed() {
-        let conf = parse(&format!(
-            "p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:1:1 a\n   - 127.0.0.1:1:1 b\n"
-        ))
+        let conf = parse(
+            "p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:1:1 a\n   - 127.0.0.1:1:1 b\n",
+        )
         .unwrap();
         assert_eq!(conf.pools[0].servers.len(), 2);
     }
@@ -1995,11 +1968,9 @@ mod tests {
     #[test]
     fn validation_order() {
         // The first bad directive in file order wins, across pools.
-        let text = format!(
-            "a:\n  listen: 127.0.0.1:1\n  hash: bad\n  servers:\n   - x:1:0\n\nb:\n  timeout: x\n  servers:\n   - a:1:1\n"
-        );
+        let text = "a:\n  listen: 127.0.0.1:1\n  hash: bad\n  servers:\n   - x:1:0\n\nb:\n  timeout: x\n  servers:\n   - a:1:1\n";
         assert_eq!(
-            fails(&text),
+            fails(text),
             (Some(3), directive("hash", "is not a valid hash"))
         );
         // Structure before directives.

@@ -40,6 +40,10 @@ pub struct ClientConn {
     /// Stop reading: a QUIT or a protocol error is queued.
     pub closing: bool,
     pub authed: bool,
+    /// Bytes of requests and replies this client holds (see `client.rs`).
+    pub held: usize,
+    /// Not read until `held` drains: it holds too much.
+    pub paused: bool,
 }
 
 #[derive(Debug, Default)]

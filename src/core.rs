@@ -49,6 +49,8 @@ pub struct Context {
     /// Connections with bytes to write, flushed after the events.
     pub dirty_clients: Vec<usize>,
     pub dirty_servers: Vec<usize>,
+    /// Paused clients that drained enough to be read again.
+    pub resume: Vec<usize>,
     /// Scratch space for keys that span two mbufs.
     pub key_scratch: Vec<u8>,
     pub settings: Settings,
@@ -84,6 +86,7 @@ impl Context {
             timers: BTreeSet::new(),
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
+            resume: Vec::new(),
             key_scratch: Vec::new(),
             settings,
             now: Instant::now(),
@@ -98,7 +101,9 @@ impl Context {
         let mut events = Events::with_capacity(EVENTS);
         let wake_every = Duration::from_millis(self.settings.stats_interval_ms.max(1));
         loop {
+            let pending = !(self.resume.is_empty() && self.dirty_clients.is_empty() && self.dirty_servers.is_empty());
             let timeout = match self.timers.first() {
+                _ if pending => Duration::ZERO,
                 Some(&(t, _)) => t.saturating_duration_since(Instant::now()).min(wake_every),
                 None => wake_every,
             };
@@ -154,20 +159,23 @@ impl Context {
     /// both of which dirty clients, so servers go first.
     pub fn flush_dirty(&mut self) {
         let mut rounds = 0;
-        while !(self.dirty_servers.is_empty() && self.dirty_clients.is_empty()) && rounds < 8 {
+        while !(self.dirty_servers.is_empty() && self.dirty_clients.is_empty() && self.resume.is_empty()) && rounds < 8 {
             rounds += 1;
-            let servers = std::mem::take(&mut self.dirty_servers);
+            let mut servers = std::mem::take(&mut self.dirty_servers);
+            servers.sort_unstable();
+            servers.dedup();
             for &k in &servers {
                 self.server_flush(k);
             }
-            self.dirty_servers = servers;
-            self.dirty_servers.clear();
-            let clients = std::mem::take(&mut self.dirty_clients);
+            let mut clients = std::mem::take(&mut self.dirty_clients);
+            clients.sort_unstable();
+            clients.dedup();
             for &k in &clients {
                 self.client_flush(k);
             }
-            self.dirty_clients = clients;
-            self.dirty_clients.clear();
+            for k in std::mem::take(&mut self.resume) {
+                self.client_read(k);
+            }
         }
     }
 

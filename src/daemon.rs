@@ -59,7 +59,10 @@ pub fn daemonize() -> io::Result<()> {
 }
 
 fn redirect_stdio_to_null() -> io::Result<()> {
-    let null = OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     use std::os::fd::AsRawFd;
     for fd in 0..=2 {
         // SAFETY: both descriptors are valid; dup2 replaces fd atomically.
@@ -103,7 +106,10 @@ pub fn raise_nofile_limit() {
     // SAFETY: valid out-pointer.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         let e = io::Error::last_os_error();
-        crate::log_warn!("getrlimit(RLIMIT_NOFILE) failed: {}", crate::log::strerror(&e));
+        crate::log_warn!(
+            "getrlimit(RLIMIT_NOFILE) failed: {}",
+            crate::log::strerror(&e)
+        );
         return;
     }
     let target = if rl.rlim_max == libc::RLIM_INFINITY {
@@ -146,7 +152,11 @@ pub fn uname() -> (String, String, String) {
     }
     let field = |f: &[libc::c_char]| {
         // The kernel NUL-terminates; guard anyway by bounding to the array.
-        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     (field(&u.sysname), field(&u.release), field(&u.machine))

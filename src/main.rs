@@ -19,7 +19,7 @@
 use nutcracker::cli::{self, Action, Options, NAME_VERSION};
 use nutcracker::conf::{self, Conf, ConfError};
 use nutcracker::core::{self, Settings};
-use nutcracker::{daemon, log, loga, log_error, signal};
+use nutcracker::{daemon, log, log_error, loga, signal};
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -152,10 +152,7 @@ fn run(opts: Options) -> i32 {
     let pid = std::process::id();
     if let (Some(name), Some(path)) = (opts.pid_file.as_deref(), pid_path) {
         if let Err(e) = daemon::write_pidfile(&path, pid) {
-            log_error!(
-                "opening pid file '{name}' failed: {}",
-                log::strerror(&e)
-            );
+            log_error!("opening pid file '{name}' failed: {}", log::strerror(&e));
             return state.finish(1);
         }
         state.pid_file = Some(path);

@@ -38,16 +38,32 @@ pub static POOL_METRICS: &[Metric] = &[
     metric("client_eof", Counter, "# eof on client connections"),
     metric("client_err", Counter, "# errors on client connections"),
     metric("client_connections", Gauge, "# active client connections"),
-    metric("server_ejects", Counter, "# times backend server was ejected"),
-    metric("forward_error", Counter, "# times we encountered a forwarding error"),
-    metric("fragments", Counter, "# fragments created from a multi-vector request"),
+    metric(
+        "server_ejects",
+        Counter,
+        "# times backend server was ejected",
+    ),
+    metric(
+        "forward_error",
+        Counter,
+        "# times we encountered a forwarding error",
+    ),
+    metric(
+        "fragments",
+        Counter,
+        "# fragments created from a multi-vector request",
+    ),
 ];
 
 /// Per-server metrics, in JSON and `-D` order.
 pub static SERVER_METRICS: &[Metric] = &[
     metric("server_eof", Counter, "# eof on server connections"),
     metric("server_err", Counter, "# errors on server connections"),
-    metric("server_timedout", Counter, "# timeouts on server connections"),
+    metric(
+        "server_timedout",
+        Counter,
+        "# timeouts on server connections",
+    ),
     metric("server_connections", Gauge, "# active server connections"),
     metric(
         "server_ejected_at",
@@ -59,9 +75,17 @@ pub static SERVER_METRICS: &[Metric] = &[
     metric("responses", Counter, "# responses"),
     metric("response_bytes", Counter, "total response bytes"),
     metric("in_queue", Gauge, "# requests in incoming queue"),
-    metric("in_queue_bytes", Gauge, "current request bytes in incoming queue"),
+    metric(
+        "in_queue_bytes",
+        Gauge,
+        "current request bytes in incoming queue",
+    ),
     metric("out_queue", Gauge, "# requests in outgoing queue"),
-    metric("out_queue_bytes", Gauge, "current request bytes in outgoing queue"),
+    metric(
+        "out_queue_bytes",
+        Gauge,
+        "current request bytes in outgoing queue",
+    ),
 ];
 
 /// Position of a pool metric in [`POOL_METRICS`], for engine code that wants
@@ -157,7 +181,11 @@ mod tests {
         );
         assert_eq!(SERVER_METRICS[4].kind, Timestamp);
         assert_eq!(
-            POOL_METRICS.iter().chain(SERVER_METRICS).filter(|m| m.kind == Timestamp).count(),
+            POOL_METRICS
+                .iter()
+                .chain(SERVER_METRICS)
+                .filter(|m| m.kind == Timestamp)
+                .count(),
             1
         );
     }
@@ -167,7 +195,10 @@ mod tests {
         let text = describe();
         let lines: Vec<&str> = text.split('\n').collect();
         assert_eq!(lines[0], "pool stats:");
-        assert_eq!(lines[1], "  client_eof          \"# eof on client connections\"");
+        assert_eq!(
+            lines[1],
+            "  client_eof          \"# eof on client connections\""
+        );
         assert_eq!(
             lines[3],
             "  client_connections  \"# active client connections\""

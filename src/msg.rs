@@ -74,6 +74,8 @@ pub struct Msg {
     /// protocol error, MGET fragment failure).
     pub close_after: bool,
     pub deadline: Option<Instant>,
+    /// Bytes counted in the owner's `held` for this message.
+    pub held: usize,
 }
 
 impl Msg {
@@ -97,6 +99,7 @@ impl Msg {
             is_select: false,
             close_after: false,
             deadline: None,
+            held: 0,
         }
     }
 

@@ -294,7 +294,9 @@ mod tests {
 
     /// Parses `input` fed in pieces of `step` bytes; returns each complete
     /// request's (command name, args as byte strings, end) or the error.
-    fn parse_all(input: &[u8], step: usize) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>, u64)>, ReqError> {
+    type Parsed = (Vec<u8>, Vec<Vec<u8>>, u64);
+
+    fn parse_all(input: &[u8], step: usize) -> Result<Vec<Parsed>, ReqError> {
         let mut p = ReqParser::new();
         let mut out = Vec::new();
         let mut pos = 0usize;
