@@ -18,6 +18,7 @@ use crate::conn::Conn;
 use crate::mbuf::MbufPool;
 use crate::msg::{Msg, MsgId};
 use crate::server::{Pool, Server};
+use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::collections::BTreeSet;
@@ -55,12 +56,19 @@ pub struct Context {
     pub key_scratch: Vec<u8>,
     pub settings: Settings,
     pub now: Instant,
+    /// Every connection ever opened (listeners, clients, servers).
+    pub total_conns: u64,
+    pub stats: Option<StatsServer>,
+    last_publish: Instant,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
 /// until a shutdown signal. `Err` carries the reason of a startup failure.
 pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     let mut ctx = Context::new(conf, settings).map_err(|e| format!("event loop: {e}"))?;
+    let s = &ctx.settings;
+    let stats = StatsServer::start(&s.stats_addr, s.stats_port, s.stats_interval_ms, ctx.snapshot())?;
+    ctx.stats = Some(stats);
     ctx.preconnect();
     ctx.listen()?;
     ctx.poll
@@ -90,6 +98,9 @@ impl Context {
             key_scratch: Vec::new(),
             settings,
             now: Instant::now(),
+            total_conns: 0,
+            stats: None,
+            last_publish: Instant::now(),
         };
         for pc in conf.pools {
             ctx.add_pool(pc);
@@ -125,6 +136,49 @@ impl Context {
             }
             self.flush_dirty();
             self.expire_timers();
+            if self.now.duration_since(self.last_publish) >= wake_every {
+                self.publish_stats();
+            }
+        }
+    }
+
+    /// Hands the current counters to the stats thread (once per interval:
+    /// the hot path only bumps plain integers).
+    pub fn publish_stats(&mut self) {
+        self.last_publish = self.now;
+        let snap = self.snapshot();
+        if let Some(st) = &self.stats {
+            st.publish(snap);
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let counts = self.mbufs.counts();
+        Snapshot {
+            pools: self
+                .pools
+                .iter()
+                .map(|p| PoolSnap {
+                    name: p.conf.name.clone(),
+                    values: p.stats.values(),
+                    servers: p
+                        .servers
+                        .iter()
+                        .filter_map(|&s| self.servers.get(s))
+                        .map(|s| ServerSnap {
+                            name: s.conf.name.clone(),
+                            values: s.stats.values(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            total_connections: self.total_conns,
+            curr_connections: self.conns.len() as u64,
+            mbuf: MbufSnap {
+                chunk_size: self.settings.mbuf_size,
+                allocated: counts.allocated,
+                free: counts.free,
+            },
         }
     }
 
@@ -201,6 +255,7 @@ impl Context {
     }
 
     pub fn register(&mut self, key: usize) -> io::Result<()> {
+        self.total_conns += 1;
         let interest = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         match self.conns.get_mut(key) {

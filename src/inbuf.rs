@@ -52,8 +52,15 @@ impl InBuf {
             return IoStep::WouldBlock;
         };
         let step = sock.read(&mut pool.chunk_mut(id)[self.fill..]);
-        if let IoStep::Done(n) = step {
-            self.fill += n;
+        match step {
+            IoStep::Done(n) => self.fill += n,
+            _ if self.fill == 0 => {
+                // Nothing came: an idle connection keeps no chunk.
+                pool.release(id);
+                self.chain.pop_back();
+                self.fill = if self.chain.is_empty() { 0 } else { cd };
+            }
+            _ => {}
         }
         step
     }

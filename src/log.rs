@@ -68,10 +68,10 @@ fn open_log(path: &std::path::Path) -> io::Result<File> {
 
 /// Sets the level (clamped to 0..=11, as the C `log_init` does) and the
 /// destination: `file` opened in append/create mode 0644, or stderr when
-/// `None`. The error is the open(2) failure; the caller prints
-/// `opening log file 'F' failed: <strerror>`.
+/// `None` or empty (as in C). The error is the open(2) failure; the caller
+/// prints `opening log file 'F' failed: <strerror>`.
 pub fn init(level: i32, file: Option<&str>) -> io::Result<()> {
-    let (file, path) = match file {
+    let (file, path) = match file.filter(|name| !name.is_empty()) {
         Some(name) => {
             let f = open_log(std::path::Path::new(name))?;
             let abs = std::path::absolute(name).unwrap_or_else(|_| PathBuf::from(name));

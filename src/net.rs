@@ -174,7 +174,7 @@ pub fn tcp_listen(addr: std::net::SocketAddr, backlog: u32, reuseport: bool) -> 
     Ok(TcpListener::from_std(std_listener))
 }
 
-fn sockaddr(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn sockaddr(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match addr {

@@ -41,6 +41,30 @@ pub struct PoolStats {
     pub fragments: i64,
 }
 
+impl PoolStats {
+    /// Values in `metrics::POOL_METRICS` order.
+    pub fn values(&self) -> Vec<i64> {
+        vec![
+            self.client_eof,
+            self.client_err,
+            self.client_connections,
+            self.server_ejects,
+            self.forward_error,
+            self.fragments,
+        ]
+    }
+}
+
+/// Field names of [`PoolStats::values`], checked against the metric table.
+pub const POOL_FIELDS: [&str; 6] = [
+    "client_eof",
+    "client_err",
+    "client_connections",
+    "server_ejects",
+    "forward_error",
+    "fragments",
+];
+
 pub struct Server {
     pub pool: usize,
     pub conf: ServerConf,
@@ -69,6 +93,44 @@ pub struct ServerStats {
     pub out_queue: i64,
     pub out_queue_bytes: i64,
 }
+
+impl ServerStats {
+    /// Values in `metrics::SERVER_METRICS` order.
+    pub fn values(&self) -> Vec<i64> {
+        vec![
+            self.server_eof,
+            self.server_err,
+            self.server_timedout,
+            self.server_connections,
+            self.server_ejected_at,
+            self.requests,
+            self.request_bytes,
+            self.responses,
+            self.response_bytes,
+            self.in_queue,
+            self.in_queue_bytes,
+            self.out_queue,
+            self.out_queue_bytes,
+        ]
+    }
+}
+
+/// Field names of [`ServerStats::values`], checked against the metric table.
+pub const SERVER_FIELDS: [&str; 13] = [
+    "server_eof",
+    "server_err",
+    "server_timedout",
+    "server_connections",
+    "server_ejected_at",
+    "requests",
+    "request_bytes",
+    "responses",
+    "response_bytes",
+    "in_queue",
+    "in_queue_bytes",
+    "out_queue",
+    "out_queue_bytes",
+];
 
 impl Context {
     pub fn add_pool(&mut self, conf: PoolConf) {
@@ -663,4 +725,18 @@ fn rebuild_pool(pool: &mut Pool, servers: &[Server], now: Instant) {
         .collect();
     pool.selector = Selector::build(pool.conf.distribution, &specs);
     pool.next_rebuild = next;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{POOL_METRICS, SERVER_METRICS};
+
+    #[test]
+    fn stats_fields_follow_the_metric_table() {
+        let pool: Vec<&str> = POOL_METRICS.iter().map(|m| m.name).collect();
+        let server: Vec<&str> = SERVER_METRICS.iter().map(|m| m.name).collect();
+        assert_eq!(pool, POOL_FIELDS);
+        assert_eq!(server, SERVER_FIELDS);
+    }
 }

@@ -79,12 +79,20 @@ fn describe_stats_flag() {
     expect(&["-D"], 0, &want);
     expect(&["--describe-stats"], 0, &want);
     expect(&["-D", "-t"], 0, &want);
-    expect(&["-h", "-D"], 0, &format!("{}{USAGE}{DESCRIBE}", version_block()));
+    expect(
+        &["-h", "-D"],
+        0,
+        &format!("{}{USAGE}{DESCRIBE}", version_block()),
+    );
 }
 
 #[test]
 fn bad_numbers() {
-    for (flag, long) in [("-v", "--verbose"), ("-s", "--stats-port"), ("-i", "--stats-interval")] {
+    for (flag, long) in [
+        ("-v", "--verbose"),
+        ("-s", "--stats-port"),
+        ("-i", "--stats-interval"),
+    ] {
         let msg = format!("nutcracker: option {flag} requires a number");
         for bad in ["abc", "-1", "+5", " 5", "5x", ""] {
             expect_usage_error(&[flag, bad], &msg);
@@ -96,7 +104,10 @@ fn bad_numbers() {
         &["-s", "70000"],
         "nutcracker: option -s value 70000 is not a valid port",
     );
-    expect_usage_error(&["-s", "0"], "nutcracker: option -s value 0 is not a valid port");
+    expect_usage_error(
+        &["-s", "0"],
+        "nutcracker: option -s value 0 is not a valid port",
+    );
 }
 
 #[test]
@@ -118,13 +129,19 @@ fn bad_mbuf_size() {
 #[test]
 fn missing_arguments() {
     for f in ["-o", "-c", "-p"] {
-        expect_usage_error(&[f], &format!("nutcracker: option {f} requires a file name"));
+        expect_usage_error(
+            &[f],
+            &format!("nutcracker: option {f} requires a file name"),
+        );
     }
     for f in ["-m", "-v", "-s", "-i"] {
         expect_usage_error(&[f], &format!("nutcracker: option {f} requires a number"));
     }
     expect_usage_error(&["-a"], "nutcracker: option -a requires a string");
-    expect_usage_error(&["-d", "--pid-file"], "nutcracker: option -p requires a file name");
+    expect_usage_error(
+        &["-d", "--pid-file"],
+        "nutcracker: option -p requires a file name",
+    );
     expect_usage_error(&["--stats-addr"], "nutcracker: option -a requires a string");
 }
 
@@ -134,7 +151,10 @@ fn unknown_options() {
     expect_usage_error(&["-?"], "nutcracker: invalid option -- '?'");
     expect_usage_error(&["-tq"], "nutcracker: invalid option -- 'q'");
     // 0.5.0 prints a NUL byte here; we name the option.
-    expect_usage_error(&["--frobnicate"], "nutcracker: invalid option -- 'frobnicate'");
+    expect_usage_error(
+        &["--frobnicate"],
+        "nutcracker: invalid option -- 'frobnicate'",
+    );
     expect_usage_error(&["--ver"], "nutcracker: invalid option -- 'ver'");
     // An error wins over -h.
     expect_usage_error(&["-h", "-x"], "nutcracker: invalid option -- 'x'");
@@ -156,10 +176,30 @@ fn test_conf_good_file() {
         stderr_text(&out),
         "nutcracker: configuration file 'good.yml' syntax is ok\n"
     );
-    // Long forms, positional arguments ignored, -t with other options.
+    // Long forms, positional arguments ignored, -t with every other option
+    // (-t neither opens the log nor writes the pid file).
     let out = run_in(
         Some(dir.path()),
-        &["junk", "--test-conf", "--conf-file=good.yml", "-v", "11", "-d", "-p", "/nonexistent/x.pid"],
+        &[
+            "junk",
+            "--test-conf",
+            "--conf-file=good.yml",
+            "-v",
+            "11",
+            "-d",
+            "-p",
+            "/nonexistent/x.pid",
+            "-o",
+            "/nonexistent/x.log",
+            "-s",
+            "1",
+            "-a",
+            "127.0.0.1",
+            "-i",
+            "0",
+            "-m",
+            "512",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(

@@ -77,48 +77,24 @@ struct Server {
 }
 
 fn load_pool(file: &str, text: &str) -> Pool {
-    // TEMPORARY stand-in for Conf::parse_str (SPEC 3.4 naming, 3.5 sorting).
     let yaml = header_yaml(text);
-    let mut hash = HashKind::Fnv1a_64;
-    let mut hash_tag = None;
-    let mut distribution = Distribution::Ketama;
-    let mut servers = Vec::new();
-    for line in yaml.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("hash: ") {
-            hash = HashKind::from_name(v).unwrap_or_else(|| panic!("{file}: hash {v}"));
-        } else if let Some(v) = t.strip_prefix("distribution: ") {
-            distribution = Distribution::from_name(v).unwrap_or_else(|| panic!("{file}: {v}"));
-        } else if let Some(v) = t.strip_prefix("hash_tag: ") {
-            let b = v.trim_matches('"').as_bytes();
-            hash_tag = Some([b[0], b[1]]);
-        } else if let Some(v) = t.strip_prefix("- ") {
-            let (addr, given) = match v.rsplit_once(' ') {
-                Some((a, n)) => (a, Some(n)),
-                None => (v, None),
-            };
-            let (hostport, weight) = addr.rsplit_once(':').expect("weight");
-            let name = match given {
-                Some(n) => n.to_string(),
-                None if hostport.starts_with('/') => format!("{hostport}:"),
-                None => match hostport.rsplit_once(':') {
-                    Some((host, "11211")) => host.to_string(),
-                    _ => hostport.to_string(),
-                },
-            };
-            servers.push(Server {
-                name: name.into_bytes(),
-                weight: weight.parse().expect("weight"),
-                yaml_index: servers.len(),
-            });
-        }
-    }
-    servers.sort_by(|a, b| (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)));
+    let conf = nutcracker::conf::Conf::parse_str(&yaml, file)
+        .unwrap_or_else(|e| panic!("{file}: config rejected: {e:?}"));
+    assert_eq!(conf.pools.len(), 1, "{file}: one pool expected");
+    let pool = &conf.pools[0];
     Pool {
-        hash,
-        hash_tag,
-        distribution,
-        servers,
+        hash: pool.hash,
+        hash_tag: pool.hash_tag,
+        distribution: pool.distribution,
+        servers: pool
+            .servers
+            .iter()
+            .map(|s| Server {
+                name: s.name.as_bytes().to_vec(),
+                weight: s.weight,
+                yaml_index: s.yaml_index,
+            })
+            .collect(),
     }
 }
 

@@ -115,7 +115,11 @@ pub fn wait_for_text(path: &Path, needle: &str) -> String {
         text = read(path);
         text.contains(needle)
     });
-    assert!(found, "{} never contained {needle:?}; it has:\n{text}", path.display());
+    assert!(
+        found,
+        "{} never contained {needle:?}; it has:\n{text}",
+        path.display()
+    );
     text
 }
 
@@ -158,7 +162,9 @@ pub fn finish(mut guard: ChildGuard) -> Output {
         }
         v
     });
-    let status = guard.wait_exit(WAIT).expect("nutcracker did not exit in time");
+    let status = guard
+        .wait_exit(WAIT)
+        .expect("nutcracker did not exit in time");
     Output {
         status,
         stdout: t_out.join().unwrap_or_default(),
@@ -237,7 +243,10 @@ pub fn alive(pid: i32) -> bool {
     }
     let stat = read(Path::new(&format!("/proc/{pid}/stat")));
     // Field 3, after the parenthesised command name.
-    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
     !matches!(state, Some("Z") | Some("X") | None)
 }
 

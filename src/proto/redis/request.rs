@@ -53,11 +53,17 @@ impl ReqError {
     pub fn message(&self) -> String {
         match self {
             ReqError::ExpectedStar(c) => {
-                format!("Protocol error: expected '*', got '{}'", char::from(*c).escape_default())
+                format!(
+                    "Protocol error: expected '*', got '{}'",
+                    char::from(*c).escape_default()
+                )
             }
             ReqError::BadMultibulkLen => "Protocol error: invalid multibulk length".into(),
             ReqError::ExpectedDollar(c) => {
-                format!("Protocol error: expected '$', got '{}'", char::from(*c).escape_default())
+                format!(
+                    "Protocol error: expected '$', got '{}'",
+                    char::from(*c).escape_default()
+                )
             }
             ReqError::BadBulkLen => "Protocol error: invalid bulk length".into(),
             ReqError::MissingCrlf => "Protocol error: expected CRLF after argument".into(),
@@ -337,14 +343,29 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(parse_all(b"GET k\r\n", 100), Err(ReqError::ExpectedStar(b'G')));
+        assert_eq!(
+            parse_all(b"GET k\r\n", 100),
+            Err(ReqError::ExpectedStar(b'G'))
+        );
         assert_eq!(parse_all(b"*0\r\n", 100), Err(ReqError::BadMultibulkLen));
         assert_eq!(parse_all(b"*-1\r\n", 100), Err(ReqError::BadMultibulkLen));
-        assert_eq!(parse_all(b"*1\r\nx", 100), Err(ReqError::ExpectedDollar(b'x')));
+        assert_eq!(
+            parse_all(b"*1\r\nx", 100),
+            Err(ReqError::ExpectedDollar(b'x'))
+        );
         assert_eq!(parse_all(b"*1\r\n$a\r\n", 100), Err(ReqError::BadBulkLen));
-        assert_eq!(parse_all(b"*1\r\n$1\r\nab\r\n", 100), Err(ReqError::MissingCrlf));
-        assert_eq!(parse_all(b"*99999999999\r\n", 100), Err(ReqError::BadMultibulkLen));
-        assert_eq!(parse_all(b"*1\r\n$999999999999\r\n", 100), Err(ReqError::BadBulkLen));
+        assert_eq!(
+            parse_all(b"*1\r\n$1\r\nab\r\n", 100),
+            Err(ReqError::MissingCrlf)
+        );
+        assert_eq!(
+            parse_all(b"*99999999999\r\n", 100),
+            Err(ReqError::BadMultibulkLen)
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$999999999999\r\n", 100),
+            Err(ReqError::BadBulkLen)
+        );
     }
 
     #[test]

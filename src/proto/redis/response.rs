@@ -204,7 +204,11 @@ impl RspParser {
                     } else if c.is_ascii_digit() {
                         self.num = self.num * 10 + i64::from(c - b'0');
                         self.digits += 1;
-                        let max = if self.cur == b'$' { MAX_BULK } else { MAX_ELEMS };
+                        let max = if self.cur == b'$' {
+                            MAX_BULK
+                        } else {
+                            MAX_ELEMS
+                        };
                         if self.num > max {
                             return (i, Progress::Error);
                         }
@@ -287,7 +291,11 @@ impl RspParser {
         if b == b'-' && self.digits == 0 && !self.neg {
             self.neg = true;
         } else if b.is_ascii_digit() {
-            match self.num.checked_mul(10).and_then(|v| v.checked_add(i64::from(b - b'0'))) {
+            match self
+                .num
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(i64::from(b - b'0')))
+            {
                 Some(v) => self.num = v,
                 None => self.line_ok = false,
             }
@@ -351,7 +359,8 @@ mod tests {
 
     #[test]
     fn every_type_and_split() {
-        let input: &[u8] = b"+OK\r\n-ERR bad thing\r\n:42\r\n:-7\r\n$5\r\nhello\r\n$-1\r\n$0\r\n\r\n*-1\r\n*0\r\n\
+        let input: &[u8] =
+            b"+OK\r\n-ERR bad thing\r\n:42\r\n:-7\r\n$5\r\nhello\r\n$-1\r\n$0\r\n\r\n*-1\r\n*0\r\n\
 *3\r\n$1\r\na\r\n$-1\r\n*2\r\n:1\r\n*1\r\n+x\r\n";
         let whole = parse_all(input, input.len()).unwrap();
         assert_eq!(whole.len(), 10);
@@ -381,7 +390,12 @@ mod tests {
             let mut p = RspParser::new();
             let (_, prog) = p.feed(line, 0);
             assert!(matches!(prog, Progress::Complete(_)));
-            assert_eq!(p.is_transient_error(), want, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                p.is_transient_error(),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 

@@ -1,0 +1,995 @@
+//! Invariant checks shared by the fuzz targets (`fuzz/`) and the crash
+//! regression test (`tests/fuzz_regressions.rs`).
+//!
+//! Each public function takes arbitrary bytes, runs one parser over them
+//! and **panics** with a description when the parser breaks a promise; a
+//! parser panic propagates as is. That is the whole point of this module:
+//! libFuzzer reports a panic as a crash, and the regression test reports it
+//! as a failure. No proxy code calls it.
+//!
+//! The protocol checks drive a parser the way the proxy does (one piece per
+//! mbuf, each piece fed at its absolute stream offset, the rest of a piece
+//! fed again after a `Complete`) under several piece schedules derived from
+//! the input itself, and require:
+//!
+//! 1. the same sequence of outcomes (each message's end and public fields,
+//!    or the error and where it struck) whatever the schedule;
+//! 2. every accepted message to be the exact bytes its fields describe
+//!    (redis requests rebuilt from their arguments, replies whose array
+//!    elements tile the body, memcached keys and data blocks in place), and
+//!    to parse the same when fed alone to a fresh parser;
+//! 3. offsets that grow, stay within the bytes fed, and never claim more
+//!    bytes consumed than were given.
+//!
+//! The configuration check requires that the YAML loader never panics,
+//! that what it accepts is sorted and complete, and that every error it
+//! reports fits on one line.
+
+use crate::conf::{self, Conf, ConfError};
+use crate::proto::memcache::request::{self as mcreq, McCmd, McKey, McReqParser};
+use crate::proto::memcache::response::{self as mcrsp, McRspKind, McRspParser, McValue};
+use crate::proto::redis::command::Cmd;
+use crate::proto::redis::request::{self as req, Arg, ReqParser};
+use crate::proto::redis::response::{self as rsp, RspKind, RspParser};
+use std::cmp::Ordering;
+use std::fmt::Debug;
+
+// ---------------------------------------------------------------------------
+// The generic driver
+
+/// What one `feed` call reported, parser-independent.
+enum Step {
+    Incomplete,
+    Complete(u64),
+    Error(String),
+}
+
+/// A parser under test. `Snap` captures the public fields of a completed
+/// message, so that two runs can be compared.
+trait Harness {
+    type Snap: PartialEq + Debug + Clone;
+    fn fresh() -> Self;
+    fn feed(&mut self, data: &[u8], base: u64) -> (usize, Step);
+    fn snapshot(&self) -> Self::Snap;
+    /// Offset where the completed message's own bytes begin (after any
+    /// bytes the parser may skip before it).
+    fn start(&self) -> u64;
+    fn reset(&mut self);
+    fn is_idle(&self) -> bool;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome<S> {
+    Complete {
+        end: u64,
+        snap: S,
+    },
+    Error {
+        at: u64,
+        what: String,
+    },
+    /// Input ran out; `idle` is false when a message had begun.
+    End {
+        idle: bool,
+    },
+}
+
+/// Deterministic pseudo-random numbers (splitmix64), seeded from the input
+/// so that a crash reproduces from its file alone.
+struct Rng(u64);
+
+impl Rng {
+    fn new(data: &[u8], salt: u64) -> Rng {
+        // FNV-1a over the input.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+        for &b in data {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Rng(h)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `1..=max` (`max` >= 1).
+    fn piece(&mut self, max: usize) -> usize {
+        1 + (self.next() % max.max(1) as u64) as usize
+    }
+}
+
+/// Piece boundaries: the end offset of each piece, last one `len`.
+fn cuts(len: usize, mut size: impl FnMut() -> usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < len {
+        at = (at + size()).min(len);
+        out.push(at);
+    }
+    out
+}
+
+/// The schedules every protocol input is run under: whole, random pieces,
+/// tiny-mbuf pieces of 1..=7 bytes, and one byte at a time.
+fn schedules(data: &[u8]) -> Vec<(&'static str, Vec<usize>)> {
+    let len = data.len();
+    let mut random = Rng::new(data, 1);
+    let mut tiny = Rng::new(data, 2);
+    vec![
+        ("whole", cuts(len, || len)),
+        ("random", cuts(len, || random.piece(len))),
+        ("tiny", cuts(len, || tiny.piece(7))),
+        ("bytewise", cuts(len, || 1)),
+    ]
+}
+
+/// Feeds `data` (which sits at stream offset `base`) through a fresh parser
+/// cut at `cut_points` (relative to `data`), checking invariant 3 on every
+/// call. `poke_empty` also feeds an empty piece before each real one.
+fn drive<H: Harness>(
+    data: &[u8],
+    base: u64,
+    cut_points: &[usize],
+    poke_empty: bool,
+    label: &str,
+) -> Vec<Outcome<H::Snap>> {
+    let mut p = H::fresh();
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    let mut last_end = base;
+    for &cut in cut_points {
+        // A piece is fed again from where the last Complete stopped, until
+        // the parser has consumed all of it (bounded: every round either
+        // consumes a byte or leaves the loop).
+        while pos < cut {
+            if poke_empty {
+                let (n, step) = p.feed(&[], base + pos as u64);
+                assert!(
+                    n == 0 && matches!(step, Step::Incomplete),
+                    "{label}: empty piece at {pos} consumed {n} bytes or did not report Incomplete"
+                );
+            }
+            let piece = &data[pos..cut];
+            let at = base + pos as u64;
+            let (n, step) = p.feed(piece, at);
+            assert!(
+                n <= piece.len(),
+                "{label}: consumed {n} of a {}-byte piece at {at}",
+                piece.len()
+            );
+            match step {
+                Step::Incomplete => {
+                    assert_eq!(
+                        n,
+                        piece.len(),
+                        "{label}: Incomplete but only {n} of {} bytes consumed at {at}",
+                        piece.len()
+                    );
+                    pos += n;
+                }
+                Step::Complete(end) => {
+                    assert!(
+                        n >= 1,
+                        "{label}: Complete({end}) without consuming a byte at {at}"
+                    );
+                    assert_eq!(
+                        end,
+                        at + n as u64,
+                        "{label}: Complete({end}) but consumed {n} bytes from {at}"
+                    );
+                    let start = p.start();
+                    assert!(
+                        last_end <= start && start < end,
+                        "{label}: message start {start} outside {last_end}..{end}"
+                    );
+                    out.push(Outcome::Complete {
+                        end,
+                        snap: p.snapshot(),
+                    });
+                    last_end = end;
+                    pos += n;
+                    p.reset();
+                    assert!(p.is_idle(), "{label}: not idle after reset at {end}");
+                }
+                Step::Error(what) => {
+                    assert!(
+                        n < piece.len(),
+                        "{label}: error {what} points past the piece ({n} of {} at {at})",
+                        piece.len()
+                    );
+                    out.push(Outcome::Error {
+                        at: at + n as u64,
+                        what,
+                    });
+                    return out;
+                }
+            }
+        }
+    }
+    out.push(Outcome::End { idle: p.is_idle() });
+    out
+}
+
+/// Invariants 1 and 3, plus "each message parses alone the same": returns
+/// the agreed outcomes for message-specific checks.
+fn split_equivalence<H: Harness>(data: &[u8]) -> Vec<Outcome<H::Snap>> {
+    let mut reference: Option<(&str, Vec<Outcome<H::Snap>>)> = None;
+    for (name, cut_points) in schedules(data) {
+        let got = drive::<H>(data, 0, &cut_points, name == "bytewise", name);
+        match &reference {
+            None => reference = Some((name, got)),
+            Some((ref_name, want)) => {
+                if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i))
+                {
+                    panic!(
+                        "schedules '{ref_name}' and '{name}' disagree at outcome {i}:\n  {ref_name}: {:?}\n  {name}: {:?}\n  cuts: {:?}",
+                        want.get(i),
+                        got.get(i),
+                        &cut_points[..cut_points.len().min(64)]
+                    );
+                }
+            }
+        }
+    }
+    let outcomes = reference.map(|(_, o)| o).unwrap_or_default();
+    refeed_alone::<H>(data, &outcomes);
+    outcomes
+}
+
+/// Each outcome must be reproduced by a fresh parser fed only the bytes
+/// from the previous message's end (this also catches state that `reset`
+/// forgets to clear).
+fn refeed_alone<H: Harness>(data: &[u8], outcomes: &[Outcome<H::Snap>]) {
+    let mut from = 0usize;
+    for outcome in outcomes {
+        let upto = match outcome {
+            Outcome::Complete { end, .. } => *end as usize,
+            Outcome::Error { .. } | Outcome::End { .. } => data.len(),
+        };
+        let bytes = &data[from..upto];
+        let got = drive::<H>(bytes, from as u64, &[bytes.len()], false, "alone");
+        let first = got.first();
+        assert!(
+            first == Some(outcome),
+            "fed alone from {from}, a fresh parser gives {first:?} instead of {outcome:?}"
+        );
+        match outcome {
+            Outcome::Complete { end, .. } => from = *end as usize,
+            _ => return,
+        }
+    }
+}
+
+/// Bytes `start..end` of the input as a slice (offsets checked already).
+fn range(data: &[u8], start: u64, end: u64) -> &[u8] {
+    let (s, e) = (start as usize, end as usize);
+    assert!(
+        s <= e && e <= data.len(),
+        "range {s}..{e} outside the {}-byte input",
+        data.len()
+    );
+    &data[s..e]
+}
+
+/// Appends `c`, `n` zero-padded to `width` digits, and CRLF.
+fn header(out: &mut Vec<u8>, c: u8, n: u64, width: usize) {
+    out.push(c);
+    out.extend_from_slice(format!("{n:0width$}").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+// ---------------------------------------------------------------------------
+// redis requests
+
+#[derive(Debug, Clone, PartialEq)]
+struct ReqSnap {
+    start: u64,
+    args: Vec<Arg>,
+    name: Vec<u8>,
+    command: Option<Cmd>,
+}
+
+impl Harness for ReqParser {
+    type Snap = ReqSnap;
+    fn fresh() -> Self {
+        ReqParser::new()
+    }
+    fn feed(&mut self, data: &[u8], base: u64) -> (usize, Step) {
+        let (n, p) = ReqParser::feed(self, data, base);
+        let step = match p {
+            req::Progress::Incomplete => Step::Incomplete,
+            req::Progress::Complete(end) => Step::Complete(end),
+            req::Progress::Error(e) => Step::Error(format!("{e:?}")),
+        };
+        (n, step)
+    }
+    fn snapshot(&self) -> ReqSnap {
+        ReqSnap {
+            start: self.start,
+            args: self.args.clone(),
+            name: self.name().to_vec(),
+            command: self.command(),
+        }
+    }
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn reset(&mut self) {
+        ReqParser::reset(self)
+    }
+    fn is_idle(&self) -> bool {
+        ReqParser::is_idle(self)
+    }
+}
+
+/// Checks the redis request parser on `data` (see the module doc).
+pub fn redis_request(data: &[u8]) {
+    let mut prev_end = 0;
+    for outcome in split_equivalence::<ReqParser>(data) {
+        let Outcome::Complete { end, snap } = outcome else {
+            continue;
+        };
+        assert_eq!(
+            snap.start, prev_end,
+            "a request must start where the last one ended"
+        );
+        check_redis_request(data, end, &snap);
+        prev_end = end;
+    }
+}
+
+/// Invariant 2: `*<n>\r\n` + each argument as `$<len>\r\n<data>\r\n`,
+/// numbers written with as many digits as the client used (leading zeros
+/// are digits, SPEC 6.1), rebuilds `start..end` exactly.
+fn check_redis_request(data: &[u8], end: u64, snap: &ReqSnap) {
+    let args = &snap.args;
+    let first = args
+        .first()
+        .unwrap_or_else(|| panic!("request ending at {end} has no argument"));
+    let mut rebuilt = Vec::new();
+    let width = (first.start.saturating_sub(snap.start + 3)) as usize;
+    header(&mut rebuilt, b'*', args.len() as u64, width);
+    for a in args {
+        assert!(
+            a.start < a.data && a.end() <= end,
+            "argument {a:?} outside ..{end}"
+        );
+        let width = (a.data - a.start).saturating_sub(3) as usize;
+        header(&mut rebuilt, b'$', u64::from(a.len), width);
+        rebuilt.extend_from_slice(range(data, a.data, a.data + u64::from(a.len)));
+        rebuilt.extend_from_slice(b"\r\n");
+    }
+    let original = range(data, snap.start, end);
+    assert!(
+        rebuilt == original,
+        "request {}..{end} is not its arguments re-serialised:\n  input:   {:?}\n  rebuilt: {:?}",
+        snap.start,
+        String::from_utf8_lossy(original),
+        String::from_utf8_lossy(&rebuilt)
+    );
+    let name: Vec<u8> = range(data, first.data, first.data + u64::from(first.len))
+        .iter()
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    let cut = &name[..name.len().min(req::NAME_MAX)];
+    assert_eq!(
+        snap.name, cut,
+        "command name is not the first argument lower-cased"
+    );
+    let want = if name.len() > req::NAME_MAX {
+        None
+    } else {
+        Cmd::lookup(&name)
+    };
+    assert_eq!(
+        snap.command, want,
+        "command() disagrees with the table for {name:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// redis replies
+
+#[derive(Debug, Clone, PartialEq)]
+struct RspSnap {
+    start: u64,
+    kind: RspKind,
+    integer: Option<i64>,
+    count: i64,
+    elems: Vec<(u64, u64)>,
+    prefix: Vec<u8>,
+    transient: bool,
+}
+
+impl Harness for RspParser {
+    type Snap = RspSnap;
+    fn fresh() -> Self {
+        RspParser::new()
+    }
+    fn feed(&mut self, data: &[u8], base: u64) -> (usize, Step) {
+        let (n, p) = RspParser::feed(self, data, base);
+        let step = match p {
+            rsp::Progress::Incomplete => Step::Incomplete,
+            rsp::Progress::Complete(end) => Step::Complete(end),
+            rsp::Progress::Error => Step::Error("Error".into()),
+        };
+        (n, step)
+    }
+    fn snapshot(&self) -> RspSnap {
+        RspSnap {
+            start: self.start,
+            kind: self.kind,
+            integer: self.integer,
+            count: self.count,
+            elems: self.elems.clone(),
+            prefix: self.prefix().to_vec(),
+            transient: self.is_transient_error(),
+        }
+    }
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn reset(&mut self) {
+        RspParser::reset(self)
+    }
+    fn is_idle(&self) -> bool {
+        RspParser::is_idle(self)
+    }
+}
+
+/// Checks the redis reply parser on `data` (see the module doc).
+pub fn redis_response(data: &[u8]) {
+    let mut prev_end = 0;
+    for outcome in split_equivalence::<RspParser>(data) {
+        let Outcome::Complete { end, snap } = outcome else {
+            continue;
+        };
+        assert_eq!(
+            snap.start, prev_end,
+            "a reply must start where the last one ended"
+        );
+        check_redis_reply(data, end, &snap);
+        prev_end = end;
+    }
+}
+
+/// Offset just past the first CRLF at or after `from` (before `end`).
+fn line_end(data: &[u8], from: u64, end: u64) -> u64 {
+    let bytes = range(data, from, end);
+    let at = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or_else(|| panic!("no CRLF in {from}..{end}"));
+    from + at as u64 + 2
+}
+
+/// Invariant 2 for replies: the type byte, the line or length header, and
+/// for arrays elements that tile the body, each a complete reply alone.
+fn check_redis_reply(data: &[u8], end: u64, snap: &RspSnap) {
+    let whole = range(data, snap.start, end);
+    let kind = match whole.first() {
+        Some(b'+') => RspKind::Status,
+        Some(b'-') => RspKind::Error,
+        Some(b':') => RspKind::Integer,
+        Some(b'$') => RspKind::Bulk,
+        Some(b'*') => RspKind::Array,
+        other => panic!("reply at {} starts with {other:?}", snap.start),
+    };
+    assert_eq!(snap.kind, kind, "kind of the reply at {}", snap.start);
+    let body = line_end(data, snap.start, end);
+    let line = range(data, snap.start + 1, body - 2);
+    match kind {
+        RspKind::Status | RspKind::Error | RspKind::Integer => {
+            assert_eq!(body, end, "a one-line reply must end at its first CRLF");
+            let keep = &line[..line.len().min(rsp::PREFIX_MAX)];
+            assert_eq!(snap.prefix, keep, "prefix of the line at {}", snap.start);
+        }
+        RspKind::Bulk | RspKind::Array => {}
+    }
+    if kind == RspKind::Integer {
+        assert_eq!(snap.integer, strict_i64(line), "integer value of {line:?}");
+    }
+    if kind == RspKind::Bulk {
+        let n = strict_i64(line).unwrap_or_else(|| panic!("bulk length {line:?} accepted"));
+        let want = if n < 0 { body } else { body + n as u64 + 2 };
+        assert!(n >= -1, "bulk length {n} accepted");
+        assert_eq!(want, end, "bulk reply of length {n} ends elsewhere");
+        if n >= 0 {
+            assert_eq!(
+                range(data, end - 2, end),
+                b"\r\n",
+                "bulk data not followed by CRLF"
+            );
+        }
+    }
+    if kind == RspKind::Array {
+        let n = strict_i64(line).unwrap_or_else(|| panic!("array length {line:?} accepted"));
+        assert!(n >= -1, "array length {n} accepted");
+        assert_eq!(snap.count, n, "count of the array at {}", snap.start);
+        if n <= 0 {
+            assert!(snap.elems.is_empty(), "an empty or null array has elements");
+            assert_eq!(body, end, "an empty or null array ends at its header");
+        } else {
+            assert_eq!(snap.elems.len() as i64, n, "element count of the array");
+            let mut at = body;
+            for &(s, e) in &snap.elems {
+                assert_eq!(s, at, "elements do not tile the array body");
+                assert!(s < e, "empty element {s}..{e}");
+                let alone =
+                    drive::<RspParser>(range(data, s, e), s, &[(e - s) as usize], false, "element");
+                assert!(
+                    matches!(alone.first(), Some(Outcome::Complete { end, .. }) if *end == e),
+                    "element {s}..{e} alone parses as {:?}",
+                    alone.first()
+                );
+                at = e;
+            }
+            assert_eq!(at, end, "the last element does not end the array");
+        }
+    } else {
+        assert_eq!(snap.count, 0, "count set on a non-array");
+        assert!(snap.elems.is_empty(), "elements recorded on a non-array");
+    }
+    if kind != RspKind::Integer {
+        assert_eq!(snap.integer, None, "integer set on a non-integer reply");
+    }
+    let transient = kind == RspKind::Error
+        && [&b"OOM"[..], b"BUSY", b"LOADING"]
+            .iter()
+            .any(|w| line.starts_with(w) && line.get(w.len()).is_none_or(|&b| b == b' '));
+    assert_eq!(
+        snap.transient, transient,
+        "transient-error flag of {line:?}"
+    );
+}
+
+/// A RESP integer: an optional `-` then one or more digits, no overflow.
+fn strict_i64(text: &[u8]) -> Option<i64> {
+    let (neg, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+// ---------------------------------------------------------------------------
+// memcached requests
+
+#[derive(Debug, Clone, PartialEq)]
+struct McReqSnap {
+    cmd: McCmd,
+    start: u64,
+    keys: Vec<McKey>,
+    noreply: bool,
+    line_end: u64,
+    data_len: u32,
+}
+
+impl Harness for McReqParser {
+    type Snap = McReqSnap;
+    fn fresh() -> Self {
+        McReqParser::new()
+    }
+    fn feed(&mut self, data: &[u8], base: u64) -> (usize, Step) {
+        let (n, p) = McReqParser::feed(self, data, base);
+        let step = match p {
+            mcreq::Progress::Incomplete => Step::Incomplete,
+            mcreq::Progress::Complete(end) => Step::Complete(end),
+            mcreq::Progress::Error(e) => Step::Error(format!("{e:?}")),
+        };
+        (n, step)
+    }
+    fn snapshot(&self) -> McReqSnap {
+        McReqSnap {
+            cmd: self.cmd,
+            start: self.start,
+            keys: self.keys.clone(),
+            noreply: self.noreply,
+            line_end: self.line_end,
+            data_len: if self.is_storage() { self.data_len } else { 0 },
+        }
+    }
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn reset(&mut self) {
+        McReqParser::reset(self)
+    }
+    fn is_idle(&self) -> bool {
+        McReqParser::is_idle(self)
+    }
+}
+
+/// Checks the memcached request parser on `data` (see the module doc).
+pub fn memcache_request(data: &[u8]) {
+    let mut prev_end = 0;
+    for outcome in split_equivalence::<McReqParser>(data) {
+        let Outcome::Complete { end, snap } = outcome else {
+            continue;
+        };
+        check_memcache_request(data, prev_end, end, &snap);
+        prev_end = end;
+    }
+}
+
+/// Invariant 2 for memcached: only spaces before the command word, which is
+/// the command's name; keys in order inside the command line, each a token
+/// of 1..=250 bytes free of spaces and control characters; the line ends at
+/// `line_end` with CRLF; a storage command's data block and its CRLF end
+/// exactly at `end`, and any other command ends with its line.
+fn check_memcache_request(data: &[u8], prev_end: u64, end: u64, snap: &McReqSnap) {
+    let lead = range(data, prev_end, snap.start);
+    assert!(
+        lead.iter().all(|&b| b == b' '),
+        "bytes before the command word: {lead:?}"
+    );
+    let name = snap.cmd.name().as_bytes();
+    let word = range(data, snap.start, (snap.start + name.len() as u64).min(end));
+    assert_eq!(word, name, "command word at {}", snap.start);
+    assert!(
+        snap.start < snap.line_end && snap.line_end <= end,
+        "line end {} outside {}..{end}",
+        snap.line_end,
+        snap.start
+    );
+    assert_eq!(
+        range(data, snap.line_end - 2, snap.line_end),
+        b"\r\n",
+        "line not ended by CRLF"
+    );
+    let line = range(data, snap.start, snap.line_end - 2);
+    assert!(
+        !line.contains(&b'\r'),
+        "CR inside the command line {line:?}"
+    );
+    let mut after = snap.start + name.len() as u64;
+    for k in &snap.keys {
+        assert!(
+            (1..=mcreq::MAX_KEY as u32).contains(&k.len),
+            "key length {} at {}",
+            k.len,
+            k.start
+        );
+        assert!(
+            after < k.start && k.end() <= snap.line_end - 2,
+            "key {k:?} not after {after} inside the command line"
+        );
+        let key = range(data, k.start, k.end());
+        // SPEC 7.1 lets any other byte through, as nutcracker does; `\n`
+        // is checked because memcached ends a line there, so a key holding
+        // one would smuggle a second command past the proxy.
+        assert!(
+            !key.iter().any(|&b| b == b' ' || b == b'\r' || b == b'\n'),
+            "key {:?} holds a space, CR or LF",
+            String::from_utf8_lossy(key)
+        );
+        assert_eq!(
+            data[k.start as usize - 1],
+            b' ',
+            "key at {} not preceded by a space",
+            k.start
+        );
+        if let Some(&b) = data.get(k.end() as usize) {
+            assert!(
+                b == b' ' || b == b'\r',
+                "key ending at {} runs into {b:?}",
+                k.end()
+            );
+        }
+        after = k.end();
+    }
+    let want_keys = match snap.cmd {
+        McCmd::Version | McCmd::Quit => 0..=0,
+        McCmd::Get | McCmd::Gets => 1..=usize::MAX,
+        _ => 1..=1,
+    };
+    assert!(
+        want_keys.contains(&snap.keys.len()),
+        "{} keys for {}",
+        snap.keys.len(),
+        snap.cmd.name()
+    );
+    if snap.cmd.is_storage() {
+        let data_end = snap.line_end + u64::from(snap.data_len) + 2;
+        assert_eq!(
+            data_end, end,
+            "data block of {} bytes + CRLF does not end the request",
+            snap.data_len
+        );
+        assert_eq!(
+            range(data, end - 2, end),
+            b"\r\n",
+            "data block not followed by CRLF"
+        );
+    } else {
+        assert_eq!(
+            snap.line_end,
+            end,
+            "a {} request must end with its line",
+            snap.cmd.name()
+        );
+    }
+    if snap.noreply {
+        let trimmed = line
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(&line[..0], |i| &line[..=i]);
+        assert!(
+            trimmed.ends_with(b" noreply"),
+            "noreply flag without a noreply token: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// memcached replies
+
+#[derive(Debug, Clone, PartialEq)]
+struct McRspSnap {
+    start: u64,
+    kind: McRspKind,
+    values: Vec<McValue>,
+    end_line: u64,
+}
+
+impl Harness for McRspParser {
+    type Snap = McRspSnap;
+    fn fresh() -> Self {
+        McRspParser::new()
+    }
+    fn feed(&mut self, data: &[u8], base: u64) -> (usize, Step) {
+        let (n, p) = McRspParser::feed(self, data, base);
+        let step = match p {
+            mcrsp::Progress::Incomplete => Step::Incomplete,
+            mcrsp::Progress::Complete(end) => Step::Complete(end),
+            mcrsp::Progress::Error => Step::Error("Error".into()),
+        };
+        (n, step)
+    }
+    fn snapshot(&self) -> McRspSnap {
+        McRspSnap {
+            start: self.start,
+            kind: self.kind,
+            values: self.values.clone(),
+            end_line: self.end_line,
+        }
+    }
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn reset(&mut self) {
+        McRspParser::reset(self)
+    }
+    fn is_idle(&self) -> bool {
+        McRspParser::is_idle(self)
+    }
+}
+
+/// Checks the memcached reply parser on `data` (see the module doc).
+pub fn memcache_response(data: &[u8]) {
+    let mut prev_end = 0;
+    for outcome in split_equivalence::<McRspParser>(data) {
+        let Outcome::Complete { end, snap } = outcome else {
+            continue;
+        };
+        assert_eq!(
+            snap.start, prev_end,
+            "a reply must start where the last one ended"
+        );
+        check_memcache_reply(data, end, &snap);
+        prev_end = end;
+    }
+}
+
+/// Invariant 2 for memcached replies: a get reply is VALUE blocks that
+/// tile it up to the `END` line, each block's data as long as its header
+/// says; any other reply is one line that starts with its kind's word.
+fn check_memcache_reply(data: &[u8], end: u64, snap: &McRspSnap) {
+    let first_line_end = line_end(data, snap.start, end);
+    if snap.kind != McRspKind::Values {
+        assert!(
+            snap.values.is_empty(),
+            "VALUE blocks in a {:?} reply",
+            snap.kind
+        );
+        assert_eq!(
+            first_line_end, end,
+            "a {:?} reply must be one line",
+            snap.kind
+        );
+        let line = range(data, snap.start, end - 2);
+        let word: &[u8] = match snap.kind {
+            McRspKind::Stored => b"STORED",
+            McRspKind::NotStored => b"NOT_STORED",
+            McRspKind::Exists => b"EXISTS",
+            McRspKind::NotFound => b"NOT_FOUND",
+            McRspKind::Deleted => b"DELETED",
+            McRspKind::Touched => b"TOUCHED",
+            McRspKind::Ok => b"OK",
+            McRspKind::Error => b"ERROR",
+            McRspKind::ClientError => b"CLIENT_ERROR",
+            McRspKind::ServerError => b"SERVER_ERROR",
+            McRspKind::Version => b"VERSION",
+            McRspKind::Number | McRspKind::Values => b"",
+        };
+        assert!(line.starts_with(word), "{:?} reply is {line:?}", snap.kind);
+        let rest = &line[word.len()..];
+        if snap.kind == McRspKind::Number {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            assert!(digits >= 1, "number reply {line:?} without digits");
+            assert!(
+                rest[digits..].iter().all(|&b| b == b' '),
+                "number reply {line:?}"
+            );
+        } else {
+            assert!(
+                rest.is_empty() || rest[0] == b' ',
+                "{:?} reply word runs on: {line:?}",
+                snap.kind
+            );
+        }
+        return;
+    }
+    let mut at = snap.start;
+    for v in &snap.values {
+        assert_eq!(v.start, at, "VALUE blocks do not tile the reply");
+        let header_end = line_end(data, v.start, v.end);
+        let header = range(data, v.start, header_end - 2);
+        assert!(header.starts_with(b"VALUE "), "block header {header:?}");
+        let key = range(data, v.key_start, v.key_start + u64::from(v.key_len));
+        assert!(
+            (1..=mcreq::MAX_KEY).contains(&key.len()),
+            "VALUE key of {} bytes",
+            key.len()
+        );
+        assert!(
+            v.key_start > v.start + 5 && v.key_start + u64::from(v.key_len) < header_end - 2,
+            "VALUE key outside its header"
+        );
+        assert!(
+            !key.contains(&b' ') && !key.contains(&b'\r'),
+            "VALUE key {key:?}"
+        );
+        let tokens: Vec<&[u8]> = header
+            .split(|&b| b == b' ')
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert!(
+            (4..=5).contains(&tokens.len()) && tokens[1] == key,
+            "VALUE header {:?} (key {key:?})",
+            String::from_utf8_lossy(header)
+        );
+        let bytes = strict_i64(tokens[3]).unwrap_or(-1);
+        assert!(bytes >= 0, "VALUE length {:?}", tokens[3]);
+        assert_eq!(
+            header_end + bytes as u64 + 2,
+            v.end,
+            "VALUE data of {bytes} bytes ends elsewhere"
+        );
+        assert_eq!(
+            range(data, v.end - 2, v.end),
+            b"\r\n",
+            "VALUE data not followed by CRLF"
+        );
+        at = v.end;
+    }
+    assert_eq!(
+        snap.end_line, at,
+        "END line does not follow the last VALUE block"
+    );
+    let tail = range(data, at, end);
+    assert!(tail.starts_with(b"END"), "get reply ends with {tail:?}");
+    assert!(
+        tail[3..tail.len() - 2].iter().all(|&b| b == b' ') && tail.ends_with(b"\r\n"),
+        "END line {tail:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// configuration
+
+/// The path the configuration check names in messages.
+const CONF_PATH: &str = "fuzz.yml";
+
+/// Checks the configuration loader on `data`. Note: a `listen:` host name
+/// is resolved, so run the fuzzer where name lookups fail fast (the
+/// `fuzz/README.md` recipe uses a network namespace with no network).
+pub fn config(data: &[u8]) {
+    let from_bytes = Conf::parse_bytes(data, CONF_PATH);
+    let lossy = String::from_utf8_lossy(data);
+    let from_str = Conf::parse_str(&lossy, CONF_PATH);
+    if std::str::from_utf8(data).is_ok() {
+        assert_eq!(
+            from_bytes, from_str,
+            "parse_bytes and parse_str disagree on UTF-8 input"
+        );
+    }
+    for result in [&from_bytes, &from_str] {
+        match result {
+            Ok(conf) => check_conf(conf),
+            Err(err) => check_conf_error(err),
+        }
+    }
+}
+
+/// nutcracker's name order: shorter first, then bytes.
+fn name_order(a: &str, b: &str) -> Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+fn check_conf(conf: &Conf) {
+    assert!(
+        !conf.pools.is_empty(),
+        "accepted a configuration without pools"
+    );
+    for pair in conf.pools.windows(2) {
+        if let [a, b] = pair {
+            assert_eq!(
+                name_order(&a.name, &b.name),
+                Ordering::Less,
+                "pools {:?} and {:?} not sorted by name, or duplicated",
+                a.name,
+                b.name
+            );
+        }
+    }
+    for pool in &conf.pools {
+        assert!(
+            !pool.servers.is_empty(),
+            "pool {:?} accepted without servers",
+            pool.name
+        );
+        for pair in pool.servers.windows(2) {
+            if let [a, b] = pair {
+                assert_eq!(
+                    name_order(&a.name, &b.name),
+                    Ordering::Less,
+                    "servers {:?} and {:?} of pool {:?} not sorted, or duplicated",
+                    a.name,
+                    b.name,
+                    pool.name
+                );
+            }
+        }
+        let mut seen: Vec<usize> = pool.servers.iter().map(|s| s.yaml_index).collect();
+        seen.sort_unstable();
+        assert!(
+            seen.iter().enumerate().all(|(i, &y)| i == y),
+            "pool {:?}: yaml indexes {seen:?} are not 0..{}",
+            pool.name,
+            pool.servers.len()
+        );
+    }
+}
+
+fn check_conf_error(err: &ConfError) {
+    let line = conf::describe(err, CONF_PATH);
+    assert!(
+        !line.contains(['\n', '\r']),
+        "describe() is not a single line: {line:?}"
+    );
+    if let Some(detail) = &err.detail {
+        assert!(
+            !detail.contains(['\n', '\r']),
+            "error detail is not a single line: {detail:?}"
+        );
+    }
+    if let Some(n) = err.line {
+        assert!(n >= 1, "error line numbers are 1-based: {line:?}");
+    }
+}
