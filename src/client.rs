@@ -10,9 +10,18 @@ use crate::conn::{ClientConn, ClientRx, Conn};
 use crate::core::Context;
 use crate::msg::{Frag, Merge, MsgId};
 use crate::net::{self, IoStep, Stream};
+use crate::proto::memcache::request::{McCmd, McKey, Progress as McProgress};
 use crate::proto::redis::command::Cmd;
 use crate::proto::redis::request::{Arg, Progress};
 use crate::server::{route, IOV_MAX};
+
+/// One parse step, whichever the protocol.
+enum Step {
+    Incomplete,
+    Complete(u64),
+    /// The reply to send before closing.
+    Error(Vec<u8>),
+}
 use std::collections::VecDeque;
 
 /// The key keyless forwarded commands are routed by (SPEC 4.1).
@@ -46,7 +55,12 @@ impl Context {
             let pool = &self.pools[pidx];
             let limit = pool.conf.client_connections as usize;
             if limit > 0 && pool.nclients >= limit {
-                crate::log_warn!("client connections {} exceed limit {} in pool '{}'", pool.nclients, limit, pool.conf.name);
+                crate::log_warn!(
+                    "client connections {} exceed limit {} in pool '{}'",
+                    pool.nclients,
+                    limit,
+                    pool.conf.name
+                );
                 drop(sock);
                 continue;
             }
@@ -134,6 +148,10 @@ impl Context {
     /// must stop: the client is closing, or paused because it holds too
     /// much (see [`CLIENT_MAX_HELD`]).
     fn client_parse(&mut self, ck: usize, rx: &mut ClientRx) -> bool {
+        let redis = match self.conns.get(ck) {
+            Some(Conn::Client(c)) => self.pools[c.pool].conf.redis,
+            _ => return true,
+        };
         loop {
             match self.conns.get_mut(ck) {
                 Some(Conn::Client(c)) => {
@@ -151,40 +169,70 @@ impl Context {
             if data.is_empty() {
                 return false;
             }
-            let (n, prog) = rx.redis.feed(data, base);
-            rx.inbuf.parsed = base + n as u64;
-            match prog {
-                Progress::Incomplete => {
+            let step = if redis {
+                let (n, prog) = rx.redis.feed(data, base);
+                let step = match prog {
+                    Progress::Incomplete => Step::Incomplete,
+                    Progress::Complete(end) => Step::Complete(end),
+                    Progress::Error(e) => {
+                        Step::Error(format!("-ERR {}\r\n", e.message()).into_bytes())
+                    }
+                };
+                (n, step)
+            } else {
+                let (n, prog) = rx.mc.feed(data, base);
+                let step = match prog {
+                    McProgress::Incomplete => Step::Incomplete,
+                    McProgress::Complete(end) => Step::Complete(end),
+                    McProgress::Error(e) => {
+                        crate::log_info!("c {} parsed bad req: {}", ck, e.reason());
+                        Step::Error(e.reply().to_vec())
+                    }
+                };
+                (n, step)
+            };
+            rx.inbuf.parsed = base + step.0 as u64;
+            match step.1 {
+                Step::Incomplete => {
                     let cd = self.mbufs.chunk_data();
                     if rx.inbuf.end(cd) - rx.inbuf.start > MAX_REQUEST_BYTES {
-                        self.protocol_error(ck, "Protocol error: request too large");
+                        let reply: &[u8] = if redis {
+                            b"-ERR Protocol error: request too large\r\n"
+                        } else {
+                            b"SERVER_ERROR object too large for cache\r\n"
+                        };
+                        self.protocol_error(ck, reply);
                         return true;
                     }
                     return false;
                 }
-                Progress::Complete(end) => {
-                    self.redis_request(ck, rx, end);
+                Step::Complete(end) => {
+                    if redis {
+                        self.redis_request(ck, rx, end);
+                        rx.redis.reset();
+                    } else {
+                        self.memcache_request(ck, rx, end);
+                        rx.mc.reset();
+                    }
                     rx.inbuf.consume(&mut self.mbufs, end);
-                    rx.redis.reset();
                 }
-                Progress::Error(e) => {
-                    self.protocol_error(ck, &e.message());
+                Step::Error(reply) => {
+                    self.protocol_error(ck, &reply);
                     return true;
                 }
             }
         }
     }
 
-    /// Replies `-ERR <text>` after the replies already owed, then closes.
-    fn protocol_error(&mut self, ck: usize, text: &str) {
-        crate::log_info!("c {} parsed bad req: {}", ck, text);
-        let redis = match self.conns.get(ck) {
-            Some(Conn::Client(c)) => self.pools[c.pool].conf.redis,
-            _ => return,
-        };
-        let reply = if redis { format!("-ERR {text}\r\n") } else { format!("CLIENT_ERROR {text}\r\n") };
+    /// Queues `reply` after the replies already owed, then closes.
+    fn protocol_error(&mut self, ck: usize, reply: &[u8]) {
+        crate::log_info!(
+            "c {} protocol error: {}",
+            ck,
+            String::from_utf8_lossy(reply).trim_end()
+        );
         let mid = self.new_request(ck);
-        self.local_reply(mid, reply.as_bytes());
+        self.local_reply(mid, reply);
         self.close_after(ck, mid);
     }
 
@@ -248,7 +296,10 @@ impl Context {
             return false;
         }
         if !cmd.arity_ok(args.len()) {
-            let reply = format!("-ERR wrong number of arguments for '{}' command\r\n", name.to_ascii_lowercase());
+            let reply = format!(
+                "-ERR wrong number of arguments for '{}' command\r\n",
+                name.to_ascii_lowercase()
+            );
             self.local_reply(mid, reply.as_bytes());
             return false;
         }
@@ -270,7 +321,10 @@ impl Context {
                 true
             }
             Cmd::Auth => {
-                let given = args.get(1).map(|a| self.arg_bytes(rx, a).to_vec()).unwrap_or_default();
+                let given = args
+                    .get(1)
+                    .map(|a| self.arg_bytes(rx, a).to_vec())
+                    .unwrap_or_default();
                 let reply: &[u8] = match &self.pools[pidx].conf.redis_auth {
                     None => b"-ERR Client sent AUTH, but no password is set\r\n",
                     Some(pw) if pw.as_bytes() == given.as_slice() => b"+OK\r\n",
@@ -287,7 +341,9 @@ impl Context {
                 let version = args.get(1).map(|a| self.arg_bytes(rx, a).to_vec());
                 let reply: Vec<u8> = match version.as_deref() {
                     None | Some(b"2") if args.len() <= 2 => hello_reply(),
-                    None | Some(b"2") => b"-ERR HELLO options are not supported by the proxy\r\n".to_vec(),
+                    None | Some(b"2") => {
+                        b"-ERR HELLO options are not supported by the proxy\r\n".to_vec()
+                    }
                     _ => b"-NOPROTO unsupported protocol version\r\n".to_vec(),
                 };
                 self.local_reply(mid, &reply);
@@ -301,10 +357,23 @@ impl Context {
                 let numkeys = args.get(2).map(|a| parse_digits(self.arg_bytes(rx, a)));
                 match numkeys {
                     Some(Some(n)) if n >= 1 && n as usize <= args.len() - 3 => {
-                        self.forward_by_key(mid, rx, pidx, args.get(3).copied(), p.start, end);
+                        self.forward_by_key(
+                            mid,
+                            rx,
+                            pidx,
+                            args.get(3).map(arg_range),
+                            p.start,
+                            end,
+                        );
                     }
-                    Some(Some(0)) => self.local_reply(mid, b"-ERR EVAL without keys cannot be routed by the proxy\r\n"),
-                    Some(Some(_)) => self.local_reply(mid, b"-ERR Number of keys can't be greater than number of args\r\n"),
+                    Some(Some(0)) => self.local_reply(
+                        mid,
+                        b"-ERR EVAL without keys cannot be routed by the proxy\r\n",
+                    ),
+                    Some(Some(_)) => self.local_reply(
+                        mid,
+                        b"-ERR Number of keys can't be greater than number of args\r\n",
+                    ),
                     _ => self.local_reply(mid, b"-ERR value is not an integer or out of range\r\n"),
                 }
                 false
@@ -312,28 +381,175 @@ impl Context {
             c if c.is_fragmentable() => {
                 let step = if c == Cmd::Mset { 2 } else { 1 };
                 if args.len() - 1 == step {
-                    self.forward_by_key(mid, rx, pidx, args.get(1).copied(), p.start, end);
+                    self.forward_by_key(mid, rx, pidx, args.get(1).map(arg_range), p.start, end);
                 } else {
                     self.fragment(mid, rx, pidx, c, step);
                 }
                 false
             }
             _ => {
-                self.forward_by_key(mid, rx, pidx, args.get(1).copied(), p.start, end);
+                self.forward_by_key(mid, rx, pidx, args.get(1).map(arg_range), p.start, end);
                 false
             }
         }
     }
 
+    /// Handles one parsed memcached request `p.start..end` (SPEC 7).
+    fn memcache_request(&mut self, ck: usize, rx: &ClientRx, end: u64) {
+        let p = &rx.mc;
+        let Some(Conn::Client(c)) = self.conns.get(ck) else {
+            return;
+        };
+        let pidx = c.pool;
+        let mid = self.new_request(ck);
+        self.hold(ck, mid, (end - p.start) as usize);
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.noreply = p.noreply;
+        }
+        match p.cmd {
+            McCmd::Quit => {
+                // memcached closes without a word.
+                self.local_reply(mid, b"");
+                self.close_after(ck, mid);
+            }
+            McCmd::Version => self.forward_by_key(mid, rx, pidx, None, p.start, end),
+            McCmd::Get | McCmd::Gets if p.keys.len() > 1 => self.mc_fragment(mid, rx, pidx),
+            _ => self.forward_by_key(mid, rx, pidx, p.keys.first().map(key_range), p.start, end),
+        }
+    }
+
+    /// Splits a multi-key get per server (SPEC 7.2): each fragment is
+    /// `get ` + its keys, each followed by a space, + CRLF; keys are
+    /// referenced in place.
+    fn mc_fragment(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize) {
+        let p = &rx.mc;
+        let verb: &[u8] = if p.cmd == McCmd::Gets {
+            b"gets "
+        } else {
+            b"get "
+        };
+        let mut key_server = Vec::with_capacity(p.keys.len());
+        let mut key_bytes = Vec::new();
+        let mut key_ends = Vec::with_capacity(p.keys.len());
+        for k in &p.keys {
+            let (from, to) = key_range(k);
+            let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
+            key_bytes.extend_from_slice(kb);
+            key_ends.push(key_bytes.len() as u32);
+            match route(&mut self.pools, &self.servers, self.now, pidx, kb) {
+                Ok(s) => key_server.push(s),
+                Err(errno) => {
+                    self.fail_request(mid, errno);
+                    return;
+                }
+            }
+        }
+        let (servers, key_child) = group_by_server(&key_server);
+        let mut children = Vec::with_capacity(servers.len());
+        for (ci, &s) in servers.iter().enumerate() {
+            let mut segs = Vec::new();
+            self.mbufs.push_bytes(verb, &mut segs);
+            let mut len = verb.len();
+            for (k, _) in p
+                .keys
+                .iter()
+                .zip(&key_child)
+                .filter(|(_, &c)| c as usize == ci)
+            {
+                let (from, to) = key_range(k);
+                // The key's trailing space is usually right after it.
+                let next = rx
+                    .inbuf
+                    .bytes(&self.mbufs, to, to + 1, &mut self.key_scratch)
+                    .first()
+                    .copied();
+                if next == Some(b' ') {
+                    rx.inbuf.segs(&mut self.mbufs, from, to + 1, &mut segs);
+                } else {
+                    rx.inbuf.segs(&mut self.mbufs, from, to, &mut segs);
+                    self.mbufs.push_bytes(b" ", &mut segs);
+                }
+                len += (to - from) as usize + 1;
+            }
+            self.mbufs.push_bytes(b"\r\n", &mut segs);
+            len += 2;
+            children.push(self.new_fragment(mid, segs, len, s));
+        }
+        self.start_fragments(
+            mid,
+            pidx,
+            Merge::Values,
+            key_child,
+            children,
+            key_bytes,
+            key_ends,
+        );
+    }
+
+    fn new_fragment(
+        &mut self,
+        parent: MsgId,
+        segs: Vec<crate::mbuf::Seg>,
+        len: usize,
+        server: usize,
+    ) -> (MsgId, usize) {
+        let child = self.alloc_msg(None);
+        let m = &mut self.msgs[child];
+        m.req = segs;
+        m.req_len = len;
+        m.parent = Some(parent);
+        (child, server)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_fragments(
+        &mut self,
+        mid: MsgId,
+        pidx: usize,
+        merge: Merge,
+        key_child: Vec<u32>,
+        children: Vec<(MsgId, usize)>,
+        key_bytes: Vec<u8>,
+        key_ends: Vec<u32>,
+    ) {
+        self.pools[pidx].stats.fragments += children.len() as i64;
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.frag = Some(Box::new(Frag {
+                merge: Some(merge),
+                pending: children.len() as u32,
+                children: children.iter().map(|&(c, _)| c).collect(),
+                key_child,
+                key_bytes,
+                key_ends,
+            }));
+        }
+        for (child, s) in children {
+            self.forward(child, s);
+        }
+    }
+
     fn arg_bytes<'a>(&'a mut self, rx: &ClientRx, a: &Arg) -> &'a [u8] {
-        rx.inbuf.bytes(&self.mbufs, a.data, a.data + u64::from(a.len), &mut self.key_scratch)
+        rx.inbuf.bytes(
+            &self.mbufs,
+            a.data,
+            a.data + u64::from(a.len),
+            &mut self.key_scratch,
+        )
     }
 
     /// Routes by `key` (or `placeholder`) and forwards the whole request.
-    fn forward_by_key(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize, key: Option<Arg>, start: u64, end: u64) {
+    fn forward_by_key(
+        &mut self,
+        mid: MsgId,
+        rx: &ClientRx,
+        pidx: usize,
+        key: Option<(u64, u64)>,
+        start: u64,
+        end: u64,
+    ) {
         let routed = match key {
-            Some(a) => {
-                let k = rx.inbuf.bytes(&self.mbufs, a.data, a.data + u64::from(a.len), &mut self.key_scratch);
+            Some((from, to)) => {
+                let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
                 route(&mut self.pools, &self.servers, self.now, pidx, k)
             }
             None => route(&mut self.pools, &self.servers, self.now, pidx, PLACEHOLDER),
@@ -363,7 +579,12 @@ impl Context {
         let mut key_server = Vec::with_capacity(nkeys);
         for i in 0..nkeys {
             let a = args[1 + i * step];
-            let k = rx.inbuf.bytes(&self.mbufs, a.data, a.data + u64::from(a.len), &mut self.key_scratch);
+            let k = rx.inbuf.bytes(
+                &self.mbufs,
+                a.data,
+                a.data + u64::from(a.len),
+                &mut self.key_scratch,
+            );
             match route(&mut self.pools, &self.servers, self.now, pidx, k) {
                 Ok(s) => key_server.push(s),
                 Err(errno) => {
@@ -372,19 +593,7 @@ impl Context {
                 }
             }
         }
-        // Fragments in order of first appearance of their server.
-        let mut servers: Vec<usize> = Vec::new();
-        let mut key_child = Vec::with_capacity(nkeys);
-        for &s in &key_server {
-            let ci = match servers.iter().position(|&x| x == s) {
-                Some(ci) => ci,
-                None => {
-                    servers.push(s);
-                    servers.len() - 1
-                }
-            };
-            key_child.push(ci as u32);
-        }
+        let (servers, key_child) = group_by_server(&key_server);
         let merge = match cmd {
             Cmd::Mget => Merge::Array,
             Cmd::Mset => Merge::Ok,
@@ -401,31 +610,28 @@ impl Context {
             let mut segs = Vec::new();
             self.mbufs.push_bytes(&head, &mut segs);
             let mut len = head.len();
-            for (i, _) in key_child.iter().enumerate().filter(|(_, &c)| c as usize == ci) {
+            for (i, _) in key_child
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c as usize == ci)
+            {
                 let first = args[1 + i * step];
                 let last = args[i * step + step];
-                rx.inbuf.segs(&mut self.mbufs, first.start, last.end(), &mut segs);
+                rx.inbuf
+                    .segs(&mut self.mbufs, first.start, last.end(), &mut segs);
                 len += (last.end() - first.start) as usize;
             }
-            let child = self.alloc_msg(None);
-            let m = &mut self.msgs[child];
-            m.req = segs;
-            m.req_len = len;
-            m.parent = Some(mid);
-            children.push((child, s));
+            children.push(self.new_fragment(mid, segs, len, s));
         }
-        self.pools[pidx].stats.fragments += children.len() as i64;
-        if let Some(m) = self.msgs.get_mut(mid) {
-            m.frag = Some(Box::new(Frag {
-                merge: Some(merge),
-                pending: children.len() as u32,
-                children: children.iter().map(|&(c, _)| c).collect(),
-                key_child,
-            }));
-        }
-        for (child, s) in children {
-            self.forward(child, s);
-        }
+        self.start_fragments(
+            mid,
+            pidx,
+            merge,
+            key_child,
+            children,
+            Vec::new(),
+            Vec::new(),
+        );
     }
 
     pub fn fail_request(&mut self, mid: MsgId, errno: i32) {
@@ -509,7 +715,9 @@ impl Context {
             iov.clear();
             let mut skip = c.wsent;
             'gather: for &mid in &c.outq {
-                let Some(m) = self.msgs.get(mid) else { continue };
+                let Some(m) = self.msgs.get(mid) else {
+                    continue;
+                };
                 if !m.done {
                     break;
                 }
@@ -559,7 +767,9 @@ impl Context {
             let Some(Conn::Client(c)) = self.conns.get_mut(ck) else {
                 return true;
             };
-            let Some(&mid) = c.outq.front() else { return true };
+            let Some(&mid) = c.outq.front() else {
+                return true;
+            };
             let Some(m) = self.msgs.get(mid) else {
                 c.outq.pop_front();
                 continue;
@@ -609,7 +819,9 @@ impl Context {
             pool.stats.client_err += 1;
         }
         for mid in c.outq.drain(..) {
-            let Some(m) = self.msgs.get_mut(mid) else { continue };
+            let Some(m) = self.msgs.get_mut(mid) else {
+                continue;
+            };
             if m.done {
                 self.free_msg(mid);
             } else {
@@ -619,9 +831,24 @@ impl Context {
     }
 }
 
+fn arg_range(a: &Arg) -> (u64, u64) {
+    (a.data, a.data + u64::from(a.len))
+}
+
+fn key_range(k: &McKey) -> (u64, u64) {
+    (k.start, k.start + u64::from(k.len))
+}
+
 fn hello_reply() -> Vec<u8> {
     let mut r = b"*14\r\n".to_vec();
-    for (k, v) in [("server", "redis"), ("version", "7.0.0"), ("proto", ""), ("id", ""), ("mode", "standalone"), ("role", "master")] {
+    for (k, v) in [
+        ("server", "redis"),
+        ("version", "7.0.0"),
+        ("proto", ""),
+        ("id", ""),
+        ("mode", "standalone"),
+        ("role", "master"),
+    ] {
         crate::proto::redis::write_bulk(&mut r, k.as_bytes());
         match k {
             "proto" => r.extend_from_slice(b":2\r\n"),
@@ -632,6 +859,24 @@ fn hello_reply() -> Vec<u8> {
     crate::proto::redis::write_bulk(&mut r, b"modules");
     r.extend_from_slice(b"*0\r\n");
     r
+}
+
+/// The distinct servers in order of first appearance, and for each key the
+/// index of its server in that list (one fragment per server).
+fn group_by_server(key_server: &[usize]) -> (Vec<usize>, Vec<u32>) {
+    let mut servers: Vec<usize> = Vec::new();
+    let mut key_child = Vec::with_capacity(key_server.len());
+    for &s in key_server {
+        let ci = match servers.iter().position(|&x| x == s) {
+            Some(ci) => ci,
+            None => {
+                servers.push(s);
+                servers.len() - 1
+            }
+        };
+        key_child.push(ci as u32);
+    }
+    (servers, key_child)
 }
 
 /// Digits only (SPEC 1.1's number rule), bounded.

@@ -4,6 +4,8 @@
 use crate::inbuf::InBuf;
 use crate::msg::MsgId;
 use crate::net::{Listener, Stream};
+use crate::proto::memcache::request::McReqParser;
+use crate::proto::memcache::response::McRspParser;
 use crate::proto::redis::request::ReqParser;
 use crate::proto::redis::response::RspParser;
 use std::collections::VecDeque;
@@ -25,6 +27,7 @@ pub struct ListenerConn {
 pub struct ClientRx {
     pub inbuf: InBuf,
     pub redis: ReqParser,
+    pub mc: McReqParser,
 }
 
 pub struct ClientConn {
@@ -50,6 +53,7 @@ pub struct ClientConn {
 pub struct ServerRx {
     pub inbuf: InBuf,
     pub redis: RspParser,
+    pub mc: McRspParser,
 }
 
 pub struct ServerConn {

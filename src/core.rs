@@ -67,7 +67,12 @@ pub struct Context {
 pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     let mut ctx = Context::new(conf, settings).map_err(|e| format!("event loop: {e}"))?;
     let s = &ctx.settings;
-    let stats = StatsServer::start(&s.stats_addr, s.stats_port, s.stats_interval_ms, ctx.snapshot())?;
+    let stats = StatsServer::start(
+        &s.stats_addr,
+        s.stats_port,
+        s.stats_interval_ms,
+        ctx.snapshot(),
+    )?;
     ctx.stats = Some(stats);
     ctx.preconnect();
     ctx.listen()?;
@@ -79,7 +84,8 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
             Interest::READABLE,
         )
         .map_err(|e| format!("registering the signal pipe failed: {e}"))?;
-    ctx.run_loop().map_err(|e| format!("event loop failed: {e}"))
+    ctx.run_loop()
+        .map_err(|e| format!("event loop failed: {e}"))
 }
 
 impl Context {
@@ -112,7 +118,9 @@ impl Context {
         let mut events = Events::with_capacity(EVENTS);
         let wake_every = Duration::from_millis(self.settings.stats_interval_ms.max(1));
         loop {
-            let pending = !(self.resume.is_empty() && self.dirty_clients.is_empty() && self.dirty_servers.is_empty());
+            let pending = !(self.resume.is_empty()
+                && self.dirty_clients.is_empty()
+                && self.dirty_servers.is_empty());
             let timeout = match self.timers.first() {
                 _ if pending => Duration::ZERO,
                 Some(&(t, _)) => t.saturating_duration_since(Instant::now()).min(wake_every),
@@ -129,7 +137,11 @@ impl Context {
                 if tok == SIGNAL_TOKEN {
                     continue;
                 }
-                self.handle_event(tok.0, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+                self.handle_event(
+                    tok.0,
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable(),
+                );
             }
             if crate::signal::handle_pending() {
                 return Ok(());
@@ -213,7 +225,11 @@ impl Context {
     /// both of which dirty clients, so servers go first.
     pub fn flush_dirty(&mut self) {
         let mut rounds = 0;
-        while !(self.dirty_servers.is_empty() && self.dirty_clients.is_empty() && self.resume.is_empty()) && rounds < 8 {
+        while !(self.dirty_servers.is_empty()
+            && self.dirty_clients.is_empty()
+            && self.resume.is_empty())
+            && rounds < 8
+        {
             rounds += 1;
             let mut servers = std::mem::take(&mut self.dirty_servers);
             servers.sort_unstable();
@@ -259,7 +275,9 @@ impl Context {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         match self.conns.get_mut(key) {
-            Some(Conn::Listener(l)) => registry.register(l.sock.source(), Token(key), Interest::READABLE),
+            Some(Conn::Listener(l)) => {
+                registry.register(l.sock.source(), Token(key), Interest::READABLE)
+            }
             Some(Conn::Client(c)) => registry.register(c.sock.source(), Token(key), interest),
             Some(Conn::Server(s)) => registry.register(s.sock.source(), Token(key), interest),
             None => Ok(()),

@@ -36,7 +36,9 @@ impl Context {
         let mut rsp = Vec::new();
         if err == 0 && !bad {
             match frag.merge {
-                Some(Merge::Array) => bad = !self.merge_array(&frag.children, &frag.key_child, &mut rsp),
+                Some(Merge::Array) => {
+                    bad = !self.merge_array(&frag.children, &frag.key_child, &mut rsp)
+                }
                 Some(Merge::Sum) => {
                     let mut sum: i64 = 0;
                     for &c in &frag.children {
@@ -54,13 +56,17 @@ impl Context {
                 }
                 Some(Merge::Ok) => {
                     bad = frag.children.iter().any(|&c| {
-                        self.msgs.get(c).is_none_or(|m| m.rsp.first().is_none_or(|s| self.mbufs.bytes(s).first() != Some(&b'+')))
+                        self.msgs.get(c).is_none_or(|m| {
+                            m.rsp
+                                .first()
+                                .is_none_or(|s| self.mbufs.bytes(s).first() != Some(&b'+'))
+                        })
                     });
                     if !bad {
                         self.mbufs.push_bytes(b"+OK\r\n", &mut rsp);
                     }
                 }
-                Some(Merge::Values) => bad = !self.merge_values(&frag.children, &frag.key_child, &mut rsp),
+                Some(Merge::Values) => bad = !self.merge_values(&frag, &mut rsp),
                 None => bad = true,
             }
         }
@@ -83,7 +89,12 @@ impl Context {
 
     /// MGET: `*<nkeys>` then, for each key in request order, the next
     /// element of the reply of the fragment that key went to.
-    fn merge_array(&mut self, children: &[MsgId], key_child: &[u32], out: &mut Vec<crate::mbuf::Seg>) -> bool {
+    fn merge_array(
+        &mut self,
+        children: &[MsgId],
+        key_child: &[u32],
+        out: &mut Vec<crate::mbuf::Seg>,
+    ) -> bool {
         let mut next = vec![0usize; children.len()];
         let mut head = b"*".to_vec();
         head.extend_from_slice(itoa::Buffer::new().format(key_child.len()).as_bytes());
@@ -108,17 +119,32 @@ impl Context {
     }
 
     /// memcached get: each key's VALUE block in request order, then END.
-    fn merge_values(&mut self, children: &[MsgId], key_child: &[u32], out: &mut Vec<crate::mbuf::Seg>) -> bool {
-        let mut next = vec![0usize; children.len()];
-        for &ci in key_child {
+    /// A fragment's blocks come in the order of its keys, misses left out,
+    /// so a key takes its fragment's next block only if the keys match.
+    fn merge_values(&mut self, frag: &crate::msg::Frag, out: &mut Vec<crate::mbuf::Seg>) -> bool {
+        let mut next = vec![0usize; frag.children.len()];
+        let mut key_from = 0usize;
+        let mut block_key = Vec::new();
+        for (i, &ci) in frag.key_child.iter().enumerate() {
             let ci = ci as usize;
-            let Some(m) = children.get(ci).and_then(|&c| self.msgs.get(c)) else {
+            let key_to = frag.key_ends.get(i).map_or(key_from, |&e| e as usize);
+            let key = frag.key_bytes.get(key_from..key_to).unwrap_or(&[]);
+            key_from = key_to;
+            let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 return false;
             };
-            // Misses have no block: take the next unused one, if any.
-            let Some(&(a, b)) = m.elems.get(next[ci]) else {
+            let (Some(&(a, b)), Some(&(ka, kb))) =
+                (m.elems.get(next[ci]), m.val_keys.get(next[ci]))
+            else {
                 continue;
             };
+            block_key.clear();
+            let mut ks = Vec::new();
+            slice_segs(&m.rsp, ka as usize, kb as usize, &mut ks);
+            self.mbufs.copy_out(&ks, &mut block_key);
+            if block_key != key {
+                continue;
+            }
             next[ci] += 1;
             let from = out.len();
             slice_segs(&m.rsp, a as usize, b as usize, out);

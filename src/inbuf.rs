@@ -95,7 +95,13 @@ impl InBuf {
 
     /// The bytes of `from..to`: borrowed when in one chunk, else copied into
     /// `scratch` (keys spanning chunks; never payloads).
-    pub fn bytes<'a>(&self, pool: &'a MbufPool, from: u64, to: u64, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    pub fn bytes<'a>(
+        &self,
+        pool: &'a MbufPool,
+        from: u64,
+        to: u64,
+        scratch: &'a mut Vec<u8>,
+    ) -> &'a [u8] {
         let cd = pool.chunk_data() as u64;
         if to <= from {
             return &[];
@@ -121,7 +127,10 @@ impl InBuf {
             };
             let cbase = self.base + idx as u64 * cd;
             let end = to.min(cbase + cd);
-            if let Some(b) = pool.chunk(id).get((pos - cbase) as usize..(end - cbase) as usize) {
+            if let Some(b) = pool
+                .chunk(id)
+                .get((pos - cbase) as usize..(end - cbase) as usize)
+            {
                 scratch.extend_from_slice(b);
             }
             pos = end;
@@ -141,7 +150,11 @@ impl InBuf {
         while let Some(&id) = self.chain.front() {
             let chunk_end = self.base + cd as u64;
             let last = self.chain.len() == 1;
-            let drop_it = if last { self.end(cd) <= to } else { chunk_end <= to };
+            let drop_it = if last {
+                self.end(cd) <= to
+            } else {
+                chunk_end <= to
+            };
             if !drop_it {
                 break;
             }
@@ -189,7 +202,9 @@ mod tests {
         let n: usize = segs.iter().map(|s| s.len()).sum();
         assert_eq!(n as u64, total - 7);
         let mut scratch = Vec::new();
-        let b = ib.bytes(&pool, cd as u64 - 2, cd as u64 + 2, &mut scratch).to_vec();
+        let b = ib
+            .bytes(&pool, cd as u64 - 2, cd as u64 + 2, &mut scratch)
+            .to_vec();
         assert_eq!(b, vec![0, 0, 1, 1]);
         ib.consume(&mut pool, total - 2);
         assert_eq!(ib.chain.len(), 1);

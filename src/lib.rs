@@ -6,20 +6,20 @@
 //! the parsers and the key-placement code directly.
 
 pub mod cli;
-pub mod conf;
-pub mod core;
 pub mod client;
+pub mod conf;
 pub mod conn;
+pub mod core;
 pub mod daemon;
 pub mod fragment;
 pub mod fuzzcheck;
 pub mod hashkit;
-pub mod log;
 pub mod inbuf;
+pub mod log;
 pub mod mbuf;
+pub mod metrics;
 pub mod msg;
 pub mod net;
-pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod signal;

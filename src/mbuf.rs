@@ -93,7 +93,8 @@ impl MbufPool {
             return id;
         }
         let id = self.bufs.len() as u32;
-        self.bufs.push(vec![0u8; self.chunk_data].into_boxed_slice());
+        self.bufs
+            .push(vec![0u8; self.chunk_data].into_boxed_slice());
         self.refs.push(1);
         id
     }

@@ -37,6 +37,10 @@ pub struct Frag {
     pub children: Vec<MsgId>,
     /// For each requested key (request order), the index into `children`.
     pub key_child: Vec<u32>,
+    /// memcached get: the requested keys, concatenated, and where each
+    /// ends, to put VALUE blocks back in request order.
+    pub key_bytes: Vec<u8>,
+    pub key_ends: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -48,6 +52,8 @@ pub struct Msg {
     pub rsp: Vec<Seg>,
     /// Offsets inside `rsp` of the reply's top-level elements (fragments).
     pub elems: Vec<(u32, u32)>,
+    /// memcached fragments: the key of each VALUE block in `elems`.
+    pub val_keys: Vec<(u32, u32)>,
     /// Integer value of a fragment's reply (DEL and friends).
     pub integer: Option<i64>,
     /// The reply is not what a fragment of this kind expects.
@@ -85,6 +91,7 @@ impl Msg {
             req_len: 0,
             rsp: Vec::new(),
             elems: Vec::new(),
+            val_keys: Vec::new(),
             integer: None,
             bad_reply: false,
             owner,
@@ -138,18 +145,42 @@ mod tests {
     #[test]
     fn slicing() {
         let segs = [
-            Seg { id: 1, start: 10, end: 20 },
-            Seg { id: 2, start: 0, end: 5 },
-            Seg { id: 3, start: 100, end: 110 },
+            Seg {
+                id: 1,
+                start: 10,
+                end: 20,
+            },
+            Seg {
+                id: 2,
+                start: 0,
+                end: 5,
+            },
+            Seg {
+                id: 3,
+                start: 100,
+                end: 110,
+            },
         ];
         let mut out = Vec::new();
         slice_segs(&segs, 8, 17, &mut out);
         assert_eq!(
             out,
             vec![
-                Seg { id: 1, start: 18, end: 20 },
-                Seg { id: 2, start: 0, end: 5 },
-                Seg { id: 3, start: 100, end: 102 }
+                Seg {
+                    id: 1,
+                    start: 18,
+                    end: 20
+                },
+                Seg {
+                    id: 2,
+                    start: 0,
+                    end: 5
+                },
+                Seg {
+                    id: 3,
+                    start: 100,
+                    end: 102
+                }
             ]
         );
     }

@@ -12,7 +12,8 @@ use crate::core::Context;
 use crate::hashkit::{self, Selector, ServerSpec};
 use crate::msg::MsgId;
 use crate::net::{self, IoStep, Listener, Stream};
-use crate::proto::redis::response::{Progress, RspKind};
+use crate::proto::memcache::response::{McRspKind, McRspParser, McValue, Progress as McProgress};
+use crate::proto::redis::response::{Progress, RspKind, RspParser};
 use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant, SystemTime};
@@ -172,11 +173,21 @@ impl Context {
             let sock = match &conf.listen {
                 Listen::Tcp(addr) => net::tcp_listen(*addr, conf.backlog, conf.reuseport)
                     .map(Listener::Tcp)
-                    .map_err(|e| format!("bind on p to addr '{}' failed: {}", conf.listen_str, net::strerror(e.raw_os_error().unwrap_or(0)))),
+                    .map_err(|e| {
+                        format!(
+                            "bind on p to addr '{}' failed: {}",
+                            conf.listen_str,
+                            net::strerror(e.raw_os_error().unwrap_or(0))
+                        )
+                    }),
                 Listen::Unix { path, perm } => {
                     let _ = std::fs::remove_file(path);
                     let l = mio::net::UnixListener::bind(path).map_err(|e| {
-                        format!("bind on p to addr '{}' failed: {}", conf.listen_str, net::strerror(e.raw_os_error().unwrap_or(0)))
+                        format!(
+                            "bind on p to addr '{}' failed: {}",
+                            conf.listen_str,
+                            net::strerror(e.raw_os_error().unwrap_or(0))
+                        )
                     })?;
                     if *perm != 0 {
                         use std::os::unix::fs::PermissionsExt;
@@ -188,10 +199,23 @@ impl Context {
             }?;
             let name = conf.name.clone();
             let listen_str = conf.listen_str.clone();
-            let key = self.conns.insert(Conn::Listener(ListenerConn { sock, pool: pidx }));
-            self.register(key).map_err(|e| format!("registering listener failed: {e}"))?;
-            crate::log_notice!("p {} listening on '{}' in {} pool '{}' with {} servers", key, listen_str,
-                if self.pools[pidx].conf.redis { "redis" } else { "memcache" }, name, self.pools[pidx].servers.len());
+            let key = self
+                .conns
+                .insert(Conn::Listener(ListenerConn { sock, pool: pidx }));
+            self.register(key)
+                .map_err(|e| format!("registering listener failed: {e}"))?;
+            crate::log_notice!(
+                "p {} listening on '{}' in {} pool '{}' with {} servers",
+                key,
+                listen_str,
+                if self.pools[pidx].conf.redis {
+                    "redis"
+                } else {
+                    "memcache"
+                },
+                name,
+                self.pools[pidx].servers.len()
+            );
         }
         Ok(())
     }
@@ -247,7 +271,10 @@ impl Context {
     /// A connection to server `s`: a new one while fewer than
     /// `server_connections` exist, else the next in turn.
     fn server_conn(&mut self, s: usize) -> Result<usize, i32> {
-        let max = self.pools[self.servers[s].pool].conf.server_connections.max(1) as usize;
+        let max = self.pools[self.servers[s].pool]
+            .conf
+            .server_connections
+            .max(1) as usize;
         let srv = &mut self.servers[s];
         if srv.conns.len() >= max {
             srv.rr = (srv.rr + 1) % srv.conns.len();
@@ -260,10 +287,17 @@ impl Context {
         let pidx = self.servers[s].pool;
         let sock = match &self.servers[s].conf.addr {
             ServerAddr::Tcp { host, port } => {
-                let addr = match (host.as_str(), *port).to_socket_addrs().map(|mut a| a.next()) {
+                let addr = match (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next())
+                {
                     Ok(Some(a)) => a,
                     _ => {
-                        crate::log_error!("address resolution of node '{}' service '{}' failed", host, port);
+                        crate::log_error!(
+                            "address resolution of node '{}' service '{}' failed",
+                            host,
+                            port
+                        );
                         self.server_failed(s);
                         return Err(libc::EHOSTDOWN);
                     }
@@ -272,7 +306,12 @@ impl Context {
                     Ok(t) => {
                         let _ = t.set_nodelay(true);
                         if self.pools[pidx].conf.tcpkeepalive {
-                            let _ = net::set_int_opt(std::os::fd::AsRawFd::as_raw_fd(&t), libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+                            let _ = net::set_int_opt(
+                                std::os::fd::AsRawFd::as_raw_fd(&t),
+                                libc::SOL_SOCKET,
+                                libc::SO_KEEPALIVE,
+                                1,
+                            );
                         }
                         Stream::Tcp(t)
                     }
@@ -300,7 +339,10 @@ impl Context {
             connected: false,
         };
         // AUTH goes before SELECT (SPEC section 0), both ahead of any request.
-        let (auth, db) = (self.pools[pidx].conf.redis_auth.clone(), self.pools[pidx].conf.redis_db);
+        let (auth, db) = (
+            self.pools[pidx].conf.redis_auth.clone(),
+            self.pools[pidx].conf.redis_db,
+        );
         if let Some(pw) = auth {
             let mid = self.internal_msg(&[b"AUTH", pw.as_bytes()], false);
             conn.inq.push_back(mid);
@@ -383,7 +425,9 @@ impl Context {
             iov.clear();
             let mut skip = c.wsent;
             'gather: for &mid in &c.inq {
-                let Some(m) = self.msgs.get(mid) else { continue };
+                let Some(m) = self.msgs.get(mid) else {
+                    continue;
+                };
                 for seg in &m.req {
                     let b = self.mbufs.bytes(seg);
                     if skip >= b.len() {
@@ -440,7 +484,10 @@ impl Context {
             c.wsent = 0;
             c.inq.pop_front();
             let s = c.server;
-            let (noreply, internal) = self.msgs.get(mid).map_or((false, true), |m| (m.noreply, m.internal));
+            let (noreply, internal) = self
+                .msgs
+                .get(mid)
+                .map_or((false, true), |m| (m.noreply, m.internal));
             if !internal {
                 let st = &mut self.servers[s].stats;
                 st.in_queue -= 1;
@@ -475,8 +522,11 @@ impl Context {
     }
 
     pub fn server_read(&mut self, sk: usize) {
-        let mut rx = match self.conns.get_mut(sk) {
-            Some(Conn::Server(c)) => std::mem::take(&mut c.rx),
+        let (mut rx, redis) = match self.conns.get_mut(sk) {
+            Some(Conn::Server(c)) => (
+                std::mem::take(&mut c.rx),
+                self.pools[self.servers[c.server].pool].conf.redis,
+            ),
             _ => return,
         };
         let mut close: Option<(i32, bool)> = None;
@@ -501,17 +551,33 @@ impl Context {
                 if data.is_empty() {
                     break;
                 }
-                let (n, prog) = rx.redis.feed(data, base);
+                let (n, prog) = if redis {
+                    rx.redis.feed(data, base)
+                } else {
+                    let (n, p) = rx.mc.feed(data, base);
+                    let p = match p {
+                        McProgress::Incomplete => Progress::Incomplete,
+                        McProgress::Complete(end) => Progress::Complete(end),
+                        McProgress::Error => Progress::Error,
+                    };
+                    (n, p)
+                };
                 rx.inbuf.parsed = base + n as u64;
                 match prog {
                     Progress::Incomplete => break,
                     Progress::Complete(end) => {
-                        if let Err(errno) = self.on_reply(sk, &rx, end) {
+                        let reply = if redis {
+                            self.redis_reply(&rx.redis)
+                        } else {
+                            mc_reply(&rx.mc)
+                        };
+                        if let Err(errno) = self.on_reply(sk, &rx, reply, end) {
                             close = Some((errno, false));
                             break 'read;
                         }
                         rx.inbuf.consume(&mut self.mbufs, end);
                         rx.redis.reset();
+                        rx.mc.reset();
                     }
                     Progress::Error => {
                         crate::log_error!("s {} parsed bad rsp from server", sk);
@@ -534,9 +600,21 @@ impl Context {
         }
     }
 
-    /// A whole reply `rx.start..end` arrived: hand it to the request it
+    fn redis_reply<'a>(&self, p: &'a RspParser) -> Reply<'a> {
+        Reply {
+            start: p.start,
+            transient: p.is_transient_error(),
+            error_text: (p.kind == RspKind::Error).then(|| p.prefix()),
+            integer: p.integer,
+            elems: &p.elems,
+            mc_values: &[],
+            shape: Shape::Redis(p.kind, p.count),
+        }
+    }
+
+    /// A whole reply `reply.start..end` arrived: hand it to the request it
     /// answers. `Err` closes the connection (stray or transient reply).
-    fn on_reply(&mut self, sk: usize, rx: &ServerRx, end: u64) -> Result<(), i32> {
+    fn on_reply(&mut self, sk: usize, rx: &ServerRx, reply: Reply, end: u64) -> Result<(), i32> {
         let Some(Conn::Server(c)) = self.conns.get_mut(sk) else {
             return Err(libc::EINVAL);
         };
@@ -545,24 +623,26 @@ impl Context {
             crate::log_error!("s {} unexpected reply from server", sk);
             return Err(libc::EINVAL);
         };
-        let p = &rx.redis;
-        let start = p.start;
+        let start = reply.start;
         let internal = self.msgs.get(mid).is_none_or(|m| m.internal);
         if internal {
-            if self.msgs.get(mid).is_some_and(|m| m.is_select) && p.kind == RspKind::Error {
-                let pool = &self.pools[self.servers[s].pool].conf.name;
+            if let (true, Some(text)) = (
+                self.msgs.get(mid).is_some_and(|m| m.is_select),
+                reply.error_text,
+            ) {
+                let pool = &self.pools[self.servers[s].pool].conf;
                 crate::log_warn!(
                     "SELECT {} failed on {} | {}: {}",
-                    self.pools[self.servers[s].pool].conf.redis_db,
-                    pool,
+                    pool.redis_db,
+                    pool.name,
                     self.servers[s].conf.name,
-                    String::from_utf8_lossy(p.prefix())
+                    String::from_utf8_lossy(text)
                 );
             }
             self.free_msg(mid);
             return Ok(());
         }
-        if p.is_transient_error() {
+        if reply.transient {
             // The request fails with the rest of the connection (SPEC 6.6).
             if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
                 c.outq.push_front(mid);
@@ -589,12 +669,25 @@ impl Context {
             .and_then(|pm| self.msgs.get(pm))
             .and_then(|pm| pm.frag.as_ref())
             .and_then(|f| f.merge);
+        let rel = |a: u64| (a - start) as u32;
         if let Some(m) = self.msgs.get_mut(mid) {
             m.rsp = segs;
             if m.parent.is_some() {
-                m.integer = p.integer;
-                m.elems = p.elems.iter().map(|&(a, b)| ((a - start) as u32, (b - start) as u32)).collect();
-                m.bad_reply = !crate::fragment::redis_reply_fits(merge, p.kind, p.count);
+                m.integer = reply.integer;
+                m.elems = reply.elems.iter().map(|&(a, b)| (rel(a), rel(b))).collect();
+                if !reply.mc_values.is_empty() {
+                    m.elems = reply
+                        .mc_values
+                        .iter()
+                        .map(|v| (rel(v.start), rel(v.end)))
+                        .collect();
+                    m.val_keys = reply
+                        .mc_values
+                        .iter()
+                        .map(|v| (rel(v.key_start), rel(v.key_start) + v.key_len))
+                        .collect();
+                }
+                m.bad_reply = !reply.shape.fits(merge);
             }
         }
         self.complete(mid);
@@ -636,12 +729,19 @@ impl Context {
                 st.server_err += 1;
             }
         }
-        crate::log_info!("close s {} to '{}': {}", sk, self.servers[s].conf.pname, net::strerror(errno));
+        crate::log_info!(
+            "close s {} to '{}': {}",
+            sk,
+            self.servers[s].conf.pname,
+            net::strerror(errno)
+        );
         let sent: Vec<MsgId> = c.outq.drain(..).collect();
         let unsent: Vec<MsgId> = c.inq.drain(..).collect();
         for (queue, was_sent) in [(sent, true), (unsent, false)] {
             for mid in queue {
-                let Some(m) = self.msgs.get(mid) else { continue };
+                let Some(m) = self.msgs.get(mid) else {
+                    continue;
+                };
                 if m.internal {
                     self.free_msg(mid);
                     continue;
@@ -681,7 +781,11 @@ impl Context {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
         self.pools[pidx].stats.server_ejects += 1;
-        crate::log_warn!("server '{}' ejected for {} msec", self.servers[s].conf.pname, retry);
+        crate::log_warn!(
+            "server '{}' ejected for {} msec",
+            self.servers[s].conf.pname,
+            retry
+        );
         self.rebuild(pidx);
     }
 }
@@ -689,7 +793,13 @@ impl Context {
 /// Picks the server for `key` in pool `pidx` (SPEC 4), first rebuilding the
 /// table if an ejected server's retry time has passed. A free function over
 /// the two fields it needs, so a key borrowed from the mbufs can be passed.
-pub fn route(pools: &mut [Pool], servers: &[Server], now: Instant, pidx: usize, key: &[u8]) -> Result<usize, i32> {
+pub fn route(
+    pools: &mut [Pool],
+    servers: &[Server],
+    now: Instant,
+    pidx: usize,
+    key: &[u8],
+) -> Result<usize, i32> {
     let pool = pools.get_mut(pidx).ok_or(libc::EINVAL)?;
     if pool.conf.auto_eject_hosts && pool.next_rebuild.is_some_and(|t| t <= now) {
         rebuild_pool(pool, servers, now);
@@ -698,8 +808,14 @@ pub fn route(pools: &mut [Pool], servers: &[Server], now: Instant, pidx: usize, 
         return Err(libc::ECONNREFUSED);
     }
     let n = pool.servers.len();
-    let idx = hashkit::select(&mut pool.selector, pool.conf.hash, pool.conf.hash_tag, key, n)
-        .ok_or(libc::ECONNREFUSED)?;
+    let idx = hashkit::select(
+        &mut pool.selector,
+        pool.conf.hash,
+        pool.conf.hash_tag,
+        key,
+        n,
+    )
+    .ok_or(libc::ECONNREFUSED)?;
     pool.servers.get(idx).copied().ok_or(libc::ECONNREFUSED)
 }
 
@@ -738,5 +854,47 @@ mod tests {
         let server: Vec<&str> = SERVER_METRICS.iter().map(|m| m.name).collect();
         assert_eq!(pool, POOL_FIELDS);
         assert_eq!(server, SERVER_FIELDS);
+    }
+}
+
+/// What the engine needs to know of a parsed reply, whichever the protocol.
+struct Reply<'a> {
+    start: u64,
+    /// redis -OOM/-BUSY/-LOADING: a server failure (SPEC 6.6).
+    transient: bool,
+    error_text: Option<&'a [u8]>,
+    integer: Option<i64>,
+    elems: &'a [(u64, u64)],
+    mc_values: &'a [McValue],
+    shape: Shape,
+}
+
+/// The kind of a reply, to judge whether it fits a fragment's merge.
+#[derive(Clone, Copy)]
+enum Shape {
+    Redis(RspKind, i64),
+    Memcache(McRspKind),
+}
+
+impl Shape {
+    fn fits(self, merge: Option<crate::msg::Merge>) -> bool {
+        match self {
+            Shape::Redis(kind, count) => crate::fragment::redis_reply_fits(merge, kind, count),
+            Shape::Memcache(kind) => {
+                merge == Some(crate::msg::Merge::Values) && kind == McRspKind::Values
+            }
+        }
+    }
+}
+
+fn mc_reply(p: &McRspParser) -> Reply<'_> {
+    Reply {
+        start: p.start,
+        transient: false,
+        error_text: None,
+        integer: None,
+        elems: &[],
+        mc_values: &p.values,
+        shape: Shape::Memcache(p.kind),
     }
 }

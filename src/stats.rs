@@ -39,8 +39,8 @@
 //! layout.
 
 use crate::log::strerror;
-use crate::net::sockaddr;
 use crate::metrics::{Metric, MetricKind, POOL_METRICS, SERVER_METRICS};
+use crate::net::sockaddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;

@@ -261,9 +261,7 @@ fn socket_inodes(pid: u32) -> HashSet<u64> {
 /// connect when /proc is not available.
 pub fn pid_listens_on(pid: u32, port: u16) -> bool {
     match listening_inodes(port) {
-        Some(listening) => {
-            !listening.is_empty() && !socket_inodes(pid).is_disjoint(&listening)
-        }
+        Some(listening) => !listening.is_empty() && !socket_inodes(pid).is_disjoint(&listening),
         None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
     }
 }
@@ -434,7 +432,9 @@ impl Redis {
 
     pub fn dbsize_db(&self, db: i64) -> i64 {
         let mut c = self.client_db(db);
-        redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE on backend")
+        redis::cmd("DBSIZE")
+            .query(&mut c)
+            .expect("DBSIZE on backend")
     }
 
     pub fn dbsize(&self) -> i64 {
@@ -483,7 +483,8 @@ pub fn connect_redis(port: u16, settings: redis::RedisConnectionInfo) -> redis::
     let con = client
         .get_connection_with_timeout(WAIT)
         .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
-    con.set_read_timeout(Some(READ_TIMEOUT)).expect("read timeout");
+    con.set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
     con.set_write_timeout(Some(READ_TIMEOUT))
         .expect("write timeout");
     con
@@ -593,7 +594,10 @@ pub fn mc_get(conn: &mut RawConn, key: &[u8]) -> Option<Vec<u8>> {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("bad memcache get reply line {text:?}"));
-    assert!(text.starts_with("VALUE "), "bad memcache get reply {text:?}");
+    assert!(
+        text.starts_with("VALUE "),
+        "bad memcache get reply {text:?}"
+    );
     let data = conn.recv_exact(len + 2);
     conn.expect(b"END\r\n");
     Some(data[..len].to_vec())
@@ -847,7 +851,10 @@ impl Proxy {
 
     /// A `redis` crate connection to pool 0 (no AUTH, no SETINFO).
     pub fn client(&self) -> redis::Connection {
-        connect_redis(self.port(), redis::RedisConnectionInfo::default().set_skip_set_lib_name())
+        connect_redis(
+            self.port(),
+            redis::RedisConnectionInfo::default().set_skip_set_lib_name(),
+        )
     }
 
     /// A `redis` crate connection to pool 0 that sends `AUTH pw` first.
@@ -1082,8 +1089,12 @@ impl RawConn {
     pub fn connect(port: u16) -> RawConn {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
-        stream.set_read_timeout(Some(READ_TIMEOUT)).expect("read timeout");
-        stream.set_write_timeout(Some(READ_TIMEOUT)).expect("write timeout");
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(READ_TIMEOUT))
+            .expect("write timeout");
         let _ = stream.set_nodelay(true);
         RawConn {
             stream,
@@ -1243,11 +1254,7 @@ impl RawConn {
         loop {
             match self.fill() {
                 Ok(0) => return,
-                Ok(_) => panic!(
-                    "expected EOF from :{}, got {}",
-                    self.port,
-                    show(&self.buf)
-                ),
+                Ok(_) => panic!("expected EOF from :{}, got {}", self.port, show(&self.buf)),
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
                 Err(e) => panic!("expected EOF from :{}, read failed: {e}", self.port),
             }
