@@ -277,8 +277,10 @@ impl Context {
             .max(1) as usize;
         let srv = &mut self.servers[s];
         if srv.conns.len() >= max {
+            // Least recently used first: the connections in creation order.
+            let k = srv.conns[srv.rr % srv.conns.len()];
             srv.rr = (srv.rr + 1) % srv.conns.len();
-            return Ok(srv.conns[srv.rr]);
+            return Ok(k);
         }
         self.server_connect(s)
     }

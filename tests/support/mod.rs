@@ -507,6 +507,7 @@ pub fn locate(backends: &[&Redis], key: &[u8]) -> Vec<usize> {
 pub struct Memcached {
     child: ChildGuard,
     port: u16,
+    dir: TempDir,
 }
 
 impl Memcached {
@@ -514,25 +515,34 @@ impl Memcached {
         Memcached::start_with(&[])
     }
 
-    /// With extra arguments, e.g. `["-m", "64"]`.
+    /// With extra arguments, e.g. `["-m", "64"]`. As root, memcached wants
+    /// `-u`; `-u root` is added then.
     pub fn start_with(extra: &[&str]) -> Memcached {
+        let dir = TempDir::new("memcached");
+        let log = dir.join("memcached.log");
         let mut why = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let port_s = port.to_string();
             let mut args = vec!["-l", "127.0.0.1", "-p", &port_s, "-U", "0"];
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                args.extend(["-u", "root"]);
+            }
             args.extend_from_slice(extra);
+            let out = std::fs::File::create(&log).expect("memcached log");
+            let err = out.try_clone().expect("clone log");
             let child = Command::new("memcached")
                 .args(&args)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(out)
+                .stderr(err)
                 .spawn()
                 .expect("spawn memcached (is it installed in PATH?)");
             let mut child = ChildGuard::new(child, false);
             match wait_listening(&mut child, &[port]) {
-                Ok(()) => return Memcached { child, port },
-                Err(e) => why = e,
+                Ok(()) => return Memcached { child, port, dir },
+                Err(e) => why = format!("{e}; output:\n{}", tail(&log, 20)),
             }
         }
         panic!("memcached did not start: {why}");
@@ -875,6 +885,21 @@ impl Proxy {
         s.read_to_end(&mut v).expect("read stats");
         String::from_utf8_lossy(&v).into_owned()
     }
+}
+
+/// Every value of metric `name` in a stats JSON document (pool metrics
+/// once per pool, server metrics once per server), in document order.
+pub fn stat_values(json: &str, name: &str) -> Vec<i64> {
+    let needle = format!("\"{name}\":");
+    json.match_indices(&needle)
+        .filter_map(|(at, _)| {
+            let rest = &json[at + needle.len()..];
+            let end = rest
+                .find(|c: char| c != '-' && !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
 }
 
 impl Drop for Proxy {
@@ -1251,13 +1276,12 @@ impl RawConn {
             self.port,
             show(&self.buf)
         );
-        loop {
-            match self.fill() {
-                Ok(0) => return,
-                Ok(_) => panic!("expected EOF from :{}, got {}", self.port, show(&self.buf)),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
-                Err(e) => panic!("expected EOF from :{}, read failed: {e}", self.port),
-            }
+        // `fill` retries EINTR itself, so one read decides.
+        match self.fill() {
+            Ok(0) => {}
+            Ok(_) => panic!("expected EOF from :{}, got {}", self.port, show(&self.buf)),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected EOF from :{}, read failed: {e}", self.port),
         }
     }
 
