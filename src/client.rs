@@ -35,6 +35,8 @@ pub const CLIENT_MAX_QUEUED: usize = 65536;
 /// The largest single request accepted (redis' own client query buffer
 /// limit); a larger one is a protocol error.
 pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024 * 1024;
+/// How long to wait before accepting again after running out of files.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Context {
     pub fn accept(&mut self, lk: usize) {
@@ -48,10 +50,23 @@ impl Context {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    crate::log_error!("accept on p {} failed: {}", lk, e);
+                    // Out of descriptors or memory: the pending connections
+                    // stay in the backlog; try again shortly (an edge-
+                    // triggered listener would not tell us again).
+                    crate::log_error!("accept on p {} failed: {}", lk, crate::log::strerror(&e));
+                    self.accept_retry.push((self.now + ACCEPT_RETRY, lk));
                     return;
                 }
             };
+            if self.nclients >= self.max_clients {
+                crate::log_warn!(
+                    "client connections {} exceed the limit {} of open files",
+                    self.nclients,
+                    self.max_clients
+                );
+                drop(sock);
+                continue;
+            }
             let pool = &self.pools[pidx];
             let limit = pool.conf.client_connections as usize;
             if limit > 0 && pool.nclients >= limit {
@@ -86,6 +101,7 @@ impl Context {
                 let _ = self.conns.remove(key);
                 continue;
             }
+            self.nclients += 1;
             let pool = &mut self.pools[pidx];
             pool.nclients += 1;
             pool.stats.client_connections += 1;
@@ -810,6 +826,7 @@ impl Context {
         self.deregister(&mut conn);
         let Conn::Client(mut c) = conn else { return };
         c.rx.inbuf.clear(&mut self.mbufs);
+        self.nclients = self.nclients.saturating_sub(1);
         let pool = &mut self.pools[c.pool];
         pool.nclients = pool.nclients.saturating_sub(1);
         pool.stats.client_connections -= 1;

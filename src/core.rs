@@ -60,6 +60,12 @@ pub struct Context {
     pub total_conns: u64,
     pub stats: Option<StatsServer>,
     last_publish: Instant,
+    /// Client connections open, and the most the open-file limit allows
+    /// (SPEC 10.2); more are accepted and closed at once.
+    pub nclients: usize,
+    pub max_clients: usize,
+    /// Listeners to accept on again once the time comes (after EMFILE).
+    pub accept_retry: Vec<(Instant, usize)>,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -107,10 +113,14 @@ impl Context {
             total_conns: 0,
             stats: None,
             last_publish: Instant::now(),
+            nclients: 0,
+            max_clients: usize::MAX,
+            accept_retry: Vec::new(),
         };
         for pc in conf.pools {
             ctx.add_pool(pc);
         }
+        ctx.max_clients = ctx.client_limit();
         Ok(ctx)
     }
 
@@ -121,9 +131,16 @@ impl Context {
             let pending = !(self.resume.is_empty()
                 && self.dirty_clients.is_empty()
                 && self.dirty_servers.is_empty());
-            let timeout = match self.timers.first() {
+            let next = self
+                .timers
+                .first()
+                .map(|&(t, _)| t)
+                .into_iter()
+                .chain(self.accept_retry.iter().map(|&(t, _)| t))
+                .min();
+            let timeout = match next {
                 _ if pending => Duration::ZERO,
-                Some(&(t, _)) => t.saturating_duration_since(Instant::now()).min(wake_every),
+                Some(t) => t.saturating_duration_since(Instant::now()).min(wake_every),
                 None => wake_every,
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -148,6 +165,16 @@ impl Context {
             }
             self.flush_dirty();
             self.expire_timers();
+            if !self.accept_retry.is_empty() {
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) =
+                    self.accept_retry.drain(..).partition(|&(t, _)| t <= now);
+                self.accept_retry = later;
+                for (_, lk) in due {
+                    self.accept(lk);
+                }
+                self.flush_dirty();
+            }
             if self.now.duration_since(self.last_publish) >= wake_every {
                 self.publish_stats();
             }
@@ -268,6 +295,24 @@ impl Context {
             }
         }
         self.flush_dirty();
+    }
+
+    /// The open-file soft limit less 32 and the pools' own descriptors.
+    fn client_limit(&self) -> usize {
+        // SAFETY: a zeroed rlimit is a valid out-parameter.
+        let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0
+            || rl.rlim_cur == libc::RLIM_INFINITY
+        {
+            return usize::MAX;
+        }
+        let reserved: usize = self
+            .pools
+            .iter()
+            .map(|p| p.conf.server_connections as usize * p.servers.len() + 1)
+            .sum();
+        (rl.rlim_cur as usize).saturating_sub(32 + reserved).max(1)
     }
 
     pub fn register(&mut self, key: usize) -> io::Result<()> {

@@ -1267,6 +1267,13 @@ fn hash_tags_keep_keys_together() {
         homes.insert(cl.home(keys[0].as_bytes()));
     }
     assert!(homes.len() > 1, "all tags on one backend");
+    // Multi-key commands whose keys share a tag (one fragment).
+    ex(
+        &mut c,
+        "MGET pre{tag3}x nope{tag3} pre{tag3}zz",
+        arr(vec![b("v"), nil(), b("v")]),
+    );
+    ex(&mut c, "DEL pre{tag3}x pre{tag3}y nope{tag3}", int(2));
     // Empty tag: the whole key is hashed.
     ex(&mut c, "SET {}x 1", ok());
     ex(&mut c, "GET {}x", b("1"));
@@ -1539,11 +1546,13 @@ fn incomplete_request_at_eof_is_discarded() {
     let cl = Cluster::start(2, &[], &[]);
     let mut c = cl.raw();
     let mut bytes = cmd(&["SET", "inc", "1"]);
+    bytes.extend(cmd(&["MGET", "inc", "nope", "inc"]));
+    bytes.extend(cmd(&["PING"]));
     bytes.extend(b"*3\r\n$3\r\nSET\r\n$3\r\ninc\r\n$1\r\n");
     c.send(&bytes);
     c.shutdown_write();
-    // Half-close: the reply to the complete request still arrives.
-    c.expect(b"+OK\r\n");
+    // Half-close: the replies to the complete requests still arrive.
+    c.expect(b"+OK\r\n*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n1\r\n+PONG\r\n");
     c.expect_eof();
     let mut c = cl.raw();
     exa(&mut c, &["GET", "inc"], b("1"));
@@ -1974,4 +1983,38 @@ fn harness_self_checks() {
     let status = p.stop().expect("stopped");
     assert!(status.success(), "SIGTERM exit: {status}");
     assert!(!pid_listens_on(pid, p.port_of(0)));
+}
+
+/// A backend that drops the proxy's connection (here: CLIENT KILL) gets a
+/// new one for the next request, initialised again with AUTH and SELECT
+/// (SPEC 6.7, 6.8, 11).
+#[test]
+fn server_connection_closed_by_backend_is_reopened() {
+    let pw = "reopen-pw";
+    let backend = Redis::start_with(&["--requirepass", pw]);
+    let proxy = Proxy::redis(
+        &[&backend],
+        &[("redis_auth", pw), ("redis_db", "2")],
+        &["-i", "100"],
+    );
+    let mut c = proxy.raw();
+    ex(&mut c, &format!("AUTH {pw}"), ok());
+    for round in 0..3 {
+        exa(&mut c, &["SET", &format!("ro:{round}"), "x"], ok());
+        let mut d = backend.raw();
+        ex(&mut d, &format!("AUTH {pw}"), ok());
+        let killed = int_of(&d.call_str("CLIENT KILL TYPE normal"));
+        assert_eq!(killed, 1, "the proxy's one server connection");
+        // Wait until the proxy has seen the EOF, so the next request cannot
+        // race onto the dying connection.
+        let mut json = String::new();
+        let seen = wait_until(WAIT, || {
+            json = proxy.stats();
+            stat_values(&json, "server_eof").iter().sum::<i64>() > round
+        });
+        assert!(seen, "server_eof never counted: {json}");
+        exa(&mut c, &["GET", &format!("ro:{round}")], b("x"));
+        exa(&mut c, &["SET", &format!("ro:after:{round}"), "y"], ok());
+    }
+    assert_eq!((backend.dbsize_db(2), backend.dbsize_db(0)), (6, 0));
 }
