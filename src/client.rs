@@ -13,7 +13,8 @@ use crate::net::{self, IoStep, Stream};
 use crate::proto::memcache::request::{McCmd, McKey, Progress as McProgress};
 use crate::proto::redis::command::Cmd;
 use crate::proto::redis::request::{Arg, Progress};
-use crate::server::{route, IOV_MAX};
+use crate::core::{gather, Side};
+use crate::server::route;
 
 /// One parse step, whichever the protocol.
 enum Step {
@@ -723,56 +724,40 @@ impl Context {
 
     /// Writes the replies at the front of the out queue that are ready.
     pub fn client_flush(&mut self, ck: usize) {
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(IOV_MAX);
-        loop {
-            let Some(Conn::Client(c)) = self.conns.get(ck) else {
-                return;
-            };
-            iov.clear();
-            let mut skip = c.wsent;
-            'gather: for &mid in &c.outq {
-                let Some(m) = self.msgs.get(mid) else {
-                    continue;
-                };
-                if !m.done {
-                    break;
-                }
-                for seg in &m.rsp {
-                    let b = self.mbufs.bytes(seg);
-                    if skip >= b.len() {
-                        skip -= b.len();
-                        continue;
-                    }
-                    let b = &b[skip..];
-                    skip = 0;
-                    iov.push(libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    });
-                    if iov.len() == IOV_MAX {
-                        break 'gather;
-                    }
-                }
-            }
-            let n = match c.sock.writev(&iov) {
-                IoStep::Done(n) => n,
-                IoStep::WouldBlock | IoStep::Eof => return,
-                IoStep::Error(_) => {
-                    self.client_close(ck, false);
-                    return;
-                }
-            };
-            let wrote_all = self.client_advance(ck, n);
-            if !matches!(self.conns.get(ck), Some(Conn::Client(_))) {
-                return;
-            }
-            if wrote_all || iov.is_empty() {
-                break;
-            }
+        let mut iov = std::mem::take(&mut self.iov);
+        let open = self.client_flush_with(ck, &mut iov);
+        self.iov = iov;
+        if !open {
+            return;
         }
         if let Some(Conn::Client(c)) = self.conns.get(ck) {
             if c.eof && c.outq.is_empty() {
                 self.client_close(ck, true);
+            }
+        }
+    }
+
+    /// The writing rounds of [`client_flush`]; false if the client closed.
+    fn client_flush_with(&mut self, ck: usize, iov: &mut Vec<libc::iovec>) -> bool {
+        loop {
+            let Some(Conn::Client(c)) = self.conns.get(ck) else {
+                return false;
+            };
+            gather(&self.msgs, &self.mbufs, &c.outq, c.wsent, Side::Reply, iov);
+            let n = match c.sock.writev(iov) {
+                IoStep::Done(n) => n,
+                IoStep::WouldBlock | IoStep::Eof => return true,
+                IoStep::Error(_) => {
+                    self.client_close(ck, false);
+                    return false;
+                }
+            };
+            let wrote_all = self.client_advance(ck, n);
+            if !matches!(self.conns.get(ck), Some(Conn::Client(_))) {
+                return false;
+            }
+            if wrote_all || iov.is_empty() {
+                return true;
             }
         }
     }

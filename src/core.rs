@@ -52,6 +52,8 @@ pub struct Context {
     pub dirty_servers: Vec<usize>,
     /// Paused clients that drained enough to be read again.
     pub resume: Vec<usize>,
+    /// Reused `writev` vector (its pointers are only valid during a flush).
+    pub iov: Vec<libc::iovec>,
     /// Scratch space for keys that span two mbufs.
     pub key_scratch: Vec<u8>,
     pub settings: Settings,
@@ -107,6 +109,7 @@ impl Context {
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
             resume: Vec::new(),
+            iov: Vec::with_capacity(IOV_MAX),
             key_scratch: Vec::new(),
             settings,
             now: Instant::now(),
@@ -363,5 +366,56 @@ impl Context {
     /// Counts of live objects, for leak tests.
     pub fn live_counts(&self) -> (usize, usize, usize) {
         (self.conns.len(), self.msgs.len(), self.mbufs.in_use())
+    }
+}
+
+/// Most segments gathered into one `writev`.
+pub const IOV_MAX: usize = 256;
+
+/// Which bytes of a message a queue sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A server's in queue: every request's bytes.
+    Request,
+    /// A client's out queue: replies, up to the first not yet done.
+    Reply,
+}
+
+/// Fills `iov` (cleared first) with the bytes `queue` has to send, less the
+/// first `skip` already written, up to [`IOV_MAX`] segments.
+pub fn gather(
+    msgs: &Slab<Msg>,
+    mbufs: &MbufPool,
+    queue: &std::collections::VecDeque<MsgId>,
+    mut skip: usize,
+    side: Side,
+    iov: &mut Vec<libc::iovec>,
+) {
+    iov.clear();
+    for &mid in queue {
+        let Some(m) = msgs.get(mid) else {
+            continue;
+        };
+        let segs = match side {
+            Side::Request => &m.req,
+            Side::Reply if m.done => &m.rsp,
+            Side::Reply => return,
+        };
+        for seg in segs {
+            let b = mbufs.bytes(seg);
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            let b = &b[skip..];
+            skip = 0;
+            iov.push(libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            });
+            if iov.len() == IOV_MAX {
+                return;
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::conf::{Listen, PoolConf, ServerAddr, ServerConf};
 use crate::conn::{Conn, ListenerConn, ServerConn, ServerRx};
-use crate::core::Context;
+use crate::core::{gather, Context, Side, IOV_MAX};
 use crate::hashkit::{self, Selector, ServerSpec};
 use crate::msg::MsgId;
 use crate::net::{self, IoStep, Listener, Stream};
@@ -18,8 +18,6 @@ use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Most segments gathered into one `writev`.
-pub const IOV_MAX: usize = 256;
 
 pub struct Pool {
     pub conf: PoolConf,
@@ -416,7 +414,12 @@ impl Context {
     /// Writes as much of the in queue as the socket takes, in one `writev`
     /// per round, moving written requests to the out queue.
     pub fn server_flush(&mut self, sk: usize) {
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(IOV_MAX);
+        let mut iov = std::mem::take(&mut self.iov);
+        self.server_flush_with(sk, &mut iov);
+        self.iov = iov;
+    }
+
+    fn server_flush_with(&mut self, sk: usize, iov: &mut Vec<libc::iovec>) {
         loop {
             let Some(Conn::Server(c)) = self.conns.get(sk) else {
                 return;
@@ -424,31 +427,9 @@ impl Context {
             if !c.connected || c.inq.is_empty() {
                 return;
             }
-            iov.clear();
-            let mut skip = c.wsent;
-            'gather: for &mid in &c.inq {
-                let Some(m) = self.msgs.get(mid) else {
-                    continue;
-                };
-                for seg in &m.req {
-                    let b = self.mbufs.bytes(seg);
-                    if skip >= b.len() {
-                        skip -= b.len();
-                        continue;
-                    }
-                    let b = &b[skip..];
-                    skip = 0;
-                    iov.push(libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    });
-                    if iov.len() == IOV_MAX {
-                        break 'gather;
-                    }
-                }
-            }
+            gather(&self.msgs, &self.mbufs, &c.inq, c.wsent, Side::Request, iov);
             let full = iov.len() == IOV_MAX;
-            match c.sock.writev(&iov) {
+            match c.sock.writev(iov) {
                 IoStep::Done(n) => {
                     self.server_advance(sk, n);
                     if !full {
