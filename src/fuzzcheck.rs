@@ -1047,3 +1047,109 @@ fn check_conf_error(err: &ConfError) {
         assert!(n >= 1, "error line numbers are 1-based: {line:?}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_tile_the_input() {
+        for len in [0usize, 1, 7, 100] {
+            let data = vec![b'x'; len];
+            for (name, points) in schedules(&data) {
+                let mut prev = 0;
+                for &p in &points {
+                    assert!(p > prev, "{name}: empty piece");
+                    if name == "tiny" {
+                        assert!(p - prev <= 7, "tiny piece of {}", p - prev);
+                    }
+                    prev = p;
+                }
+                assert_eq!(prev, len, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn strict_integers() {
+        assert_eq!(strict_i64(b"0"), Some(0));
+        assert_eq!(strict_i64(b"-12"), Some(-12));
+        assert_eq!(strict_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b""[..], b"-", b"+1", b"1a", b"--1", b"9223372036854775808"] {
+            assert_eq!(strict_i64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn well_formed_streams_pass() {
+        redis_request(
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*02\r\n$003\r\nset\r\n$0\r\n\r\n*1\r\n$4\r\nPI",
+        );
+        redis_response(
+            b"+OK\r\n:-3\r\n$-1\r\n*2\r\n*1\r\n:1\r\n$2\r\nab\r\n*-1\r\n-OOM x\r\n*3\r\n",
+        );
+        memcache_request(
+            b"  get a b\r\nset k 0 0 2 noreply\r\nab\r\nincr n -1\r\nversion\r\ngarbage\r\n",
+        );
+        memcache_response(
+            b"VALUE a 0 1\r\nx\r\nEND\r\nSTORED\r\n42 \r\nSERVER_ERROR oops\r\nEND\r\n",
+        );
+        config(b"p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:2:1 b\n   - 127.0.0.1:1:1 a\n");
+        config(b"p: [\n");
+    }
+
+    /// Ends a "message" wherever a piece ends: the kind of bug the split
+    /// check exists for.
+    struct PieceBound {
+        start: u64,
+    }
+
+    impl Harness for PieceBound {
+        type Snap = u64;
+        fn fresh() -> Self {
+            PieceBound { start: 0 }
+        }
+        fn feed(&mut self, data: &[u8], base: u64) -> (usize, Step) {
+            self.start = base;
+            match data.len() {
+                0 => (0, Step::Incomplete),
+                n => (n, Step::Complete(base + n as u64)),
+            }
+        }
+        fn snapshot(&self) -> u64 {
+            self.start
+        }
+        fn start(&self) -> u64 {
+            self.start
+        }
+        fn reset(&mut self) {}
+        fn is_idle(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "disagree")]
+    fn split_dependence_is_caught() {
+        split_equivalence::<PieceBound>(b"0123456789", Options::STRICT);
+    }
+
+    #[test]
+    fn loose_options_ignore_only_error_offsets() {
+        let data = b"get "
+            .iter()
+            .chain(&[b'k'; 251])
+            .chain(b"\r\n")
+            .copied()
+            .collect::<Vec<u8>>();
+        let outcomes = split_equivalence::<McReqParser>(
+            &data,
+            Options {
+                error_offsets: false,
+            },
+        );
+        assert!(
+            matches!(outcomes.first(), Some(Outcome::Error { what, .. }) if what == "KeyTooLong")
+        );
+    }
+}
