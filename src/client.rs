@@ -8,12 +8,12 @@
 
 use crate::conn::{ClientConn, ClientRx, Conn};
 use crate::core::Context;
+use crate::core::{gather, Side};
 use crate::msg::{Frag, Merge, MsgId};
 use crate::net::{self, IoStep, Stream};
 use crate::proto::memcache::request::{McCmd, McKey, Progress as McProgress};
 use crate::proto::redis::command::Cmd;
 use crate::proto::redis::request::{Arg, Progress};
-use crate::core::{gather, Side};
 use crate::server::route;
 
 /// One parse step, whichever the protocol.
@@ -264,16 +264,12 @@ impl Context {
 
     /// The reply is made by the proxy: ready at once.
     pub fn local_reply(&mut self, mid: MsgId, bytes: &[u8]) {
-        let mut segs = Vec::new();
-        self.mbufs.push_bytes(bytes, &mut segs);
         if let Some(m) = self.msgs.get_mut(mid) {
-            m.rsp = segs;
+            self.mbufs.push_bytes(bytes, &mut m.rsp);
             m.done = true;
             if let Some(ck) = m.owner {
                 self.dirty_clients.push(ck);
             }
-        } else {
-            self.mbufs.release_segs(&segs);
         }
     }
 
@@ -578,10 +574,8 @@ impl Context {
                 return;
             }
         };
-        let mut segs = Vec::new();
-        rx.inbuf.segs(&mut self.mbufs, start, end, &mut segs);
         if let Some(m) = self.msgs.get_mut(mid) {
-            m.req = segs;
+            rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.req);
             m.req_len = (end - start) as usize;
         }
         self.forward(mid, s);
@@ -702,9 +696,9 @@ impl Context {
                 } else {
                     format!("SERVER_ERROR {}\r\n", net::strerror(errno))
                 };
-                let mut segs = Vec::new();
-                self.mbufs.push_bytes(reply.as_bytes(), &mut segs);
-                self.msgs[mid].rsp = segs;
+                if let Some(m) = self.msgs.get_mut(mid) {
+                    self.mbufs.push_bytes(reply.as_bytes(), &mut m.rsp);
+                }
             }
         }
         let len = self.msgs.get(mid).map_or(0, |m| m.rsp_len());

@@ -35,6 +35,8 @@ pub struct Settings {
 }
 
 pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// Most freed messages kept for reuse.
+const SPARE_MSGS: usize = 4096;
 /// Most events handled per `poll` call.
 const EVENTS: usize = 1024;
 
@@ -42,6 +44,8 @@ pub struct Context {
     pub poll: Poll,
     pub conns: Slab<Conn>,
     pub msgs: Slab<Msg>,
+    /// Freed messages kept for reuse.
+    spare_msgs: Vec<Msg>,
     pub mbufs: MbufPool,
     pub pools: Vec<Pool>,
     pub servers: Vec<Server>,
@@ -102,6 +106,7 @@ impl Context {
             poll: Poll::new()?,
             conns: Slab::new(),
             msgs: Slab::new(),
+            spare_msgs: Vec::new(),
             mbufs: MbufPool::new(settings.mbuf_size),
             pools: Vec::new(),
             servers: Vec::new(),
@@ -342,7 +347,14 @@ impl Context {
     }
 
     pub fn alloc_msg(&mut self, owner: Option<usize>) -> MsgId {
-        self.msgs.insert(Msg::new(owner))
+        let m = match self.spare_msgs.pop() {
+            Some(mut m) => {
+                m.owner = owner;
+                m
+            }
+            None => Msg::new(owner),
+        };
+        self.msgs.insert(m)
     }
 
     /// Releases a message's bytes and forgets it (and its fragments).
@@ -350,16 +362,22 @@ impl Context {
         if !self.msgs.contains(mid) {
             return;
         }
-        let m = self.msgs.remove(mid);
+        let mut m = self.msgs.remove(mid);
         if let Some(d) = m.deadline {
             self.timers.remove(&(d, mid));
         }
         self.mbufs.release_segs(&m.req);
         self.mbufs.release_segs(&m.rsp);
-        if let Some(f) = m.frag {
+        if let Some(f) = m.frag.take() {
             for c in f.children {
                 self.free_msg(c);
             }
+        }
+        // Keep the message (and its vectors' capacity) for the next request:
+        // no allocation per request in the steady state.
+        if self.spare_msgs.len() < SPARE_MSGS {
+            m.reset();
+            self.spare_msgs.push(m);
         }
     }
 

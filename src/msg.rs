@@ -110,6 +110,26 @@ impl Msg {
         }
     }
 
+    /// Back to a fresh message, keeping the vectors' capacity (segments
+    /// must have been released).
+    pub fn reset(&mut self) {
+        let mut req = std::mem::take(&mut self.req);
+        let mut rsp = std::mem::take(&mut self.rsp);
+        let mut elems = std::mem::take(&mut self.elems);
+        let mut val_keys = std::mem::take(&mut self.val_keys);
+        req.clear();
+        rsp.clear();
+        elems.clear();
+        val_keys.clear();
+        *self = Msg {
+            req,
+            rsp,
+            elems,
+            val_keys,
+            ..Msg::new(None)
+        };
+    }
+
     pub fn rsp_len(&self) -> usize {
         self.rsp.iter().map(|s| s.len()).sum()
     }

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant, SystemTime};
 
-
 pub struct Pool {
     pub conf: PoolConf,
     /// Pool-global indices into `Context::servers`, in sorted-name order.
@@ -643,8 +642,6 @@ impl Context {
         }
         self.servers[s].failures = 0;
         self.server_done(mid);
-        let mut segs = Vec::new();
-        rx.inbuf.segs(&mut self.mbufs, start, end, &mut segs);
         let merge = self
             .msgs
             .get(mid)
@@ -654,7 +651,7 @@ impl Context {
             .and_then(|f| f.merge);
         let rel = |a: u64| (a - start) as u32;
         if let Some(m) = self.msgs.get_mut(mid) {
-            m.rsp = segs;
+            rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.rsp);
             if m.parent.is_some() {
                 m.integer = reply.integer;
                 m.elems = reply.elems.iter().map(|&(a, b)| (rel(a), rel(b))).collect();
