@@ -645,9 +645,11 @@ impl Context {
         );
     }
 
+    /// Fails a request with `errno`; 0 (a backend that just closed) still
+    /// fails it, with the text `unknown` as in 0.5.0.
     pub fn fail_request(&mut self, mid: MsgId, errno: i32) {
         if let Some(m) = self.msgs.get_mut(mid) {
-            m.err = errno;
+            m.err = if errno == 0 { net::ERR_UNKNOWN } else { errno };
         }
         self.complete(mid);
     }

@@ -139,8 +139,12 @@ pub fn set_int_opt(
 }
 
 /// The C library's text for an errno, as nutcracker puts in error replies.
+/// The error of a request whose server connection ended with no errno
+/// (the backend closed it): replied as `unknown`.
+pub const ERR_UNKNOWN: i32 = -1;
+
 pub fn strerror(errno: i32) -> String {
-    if errno == 0 {
+    if errno <= 0 {
         return "unknown".to_string();
     }
     let s = io::Error::from_raw_os_error(errno).to_string();
