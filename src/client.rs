@@ -109,16 +109,17 @@ impl Context {
         }
     }
 
-    pub fn client_read(&mut self, ck: usize) {
+    pub fn client_read(&mut self, ck: usize, hup: bool) {
         let mut rx = match self.conns.get_mut(ck) {
             Some(Conn::Client(c)) if !c.closing && !c.paused => std::mem::take(&mut c.rx),
             _ => return,
         };
         let mut eof = false;
         let mut error = false;
+        let mut drained = false;
         loop {
             // Bytes already buffered first: a resumed client has some.
-            if self.client_parse(ck, &mut rx) {
+            if self.client_parse(ck, &mut rx) || drained {
                 break;
             }
             let Some(Conn::Client(c)) = self.conns.get(ck) else {
@@ -126,7 +127,7 @@ impl Context {
                 return;
             };
             match rx.inbuf.read(&c.sock, &mut self.mbufs) {
-                IoStep::Done(_) => {}
+                IoStep::Done(_) => drained = rx.inbuf.drained && !hup,
                 IoStep::WouldBlock => break,
                 IoStep::Eof => {
                     eof = true;

@@ -88,6 +88,8 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     ctx.stats = Some(stats);
     ctx.preconnect();
     ctx.listen()?;
+    // Listeners count as connections from the start (SPEC 9.4).
+    ctx.publish_stats();
     ctx.poll
         .registry()
         .register(
@@ -157,18 +159,18 @@ impl Context {
                 }
             }
             self.now = Instant::now();
+            let mut signalled = false;
             for ev in events.iter() {
                 let tok = ev.token();
                 if tok == SIGNAL_TOKEN {
+                    signalled = true;
                     continue;
                 }
-                self.handle_event(
-                    tok.0,
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ev.is_writable(),
-                );
+                let hup = ev.is_read_closed() || ev.is_error();
+                self.handle_event(tok.0, ev.is_readable() || hup, hup, ev.is_writable());
             }
-            if crate::signal::handle_pending() {
+            // Only when the self-pipe fired: draining it is a system call.
+            if signalled && crate::signal::handle_pending() {
                 return Ok(());
             }
             self.flush_dirty();
@@ -229,12 +231,14 @@ impl Context {
         }
     }
 
-    fn handle_event(&mut self, key: usize, readable: bool, writable: bool) {
+    /// `hup`: the peer closed or the socket failed; reads then go on until
+    /// the end is seen (a short read is not taken as "nothing more").
+    fn handle_event(&mut self, key: usize, readable: bool, hup: bool, writable: bool) {
         match self.conns.get(key) {
             Some(Conn::Listener(_)) => self.accept(key),
             Some(Conn::Client(_)) => {
                 if readable {
-                    self.client_read(key);
+                    self.client_read(key, hup);
                 }
                 if writable {
                     self.dirty_clients.push(key);
@@ -245,7 +249,7 @@ impl Context {
                     self.server_connect_done(key);
                 }
                 if readable {
-                    self.server_read(key);
+                    self.server_read(key, hup);
                 }
                 if writable {
                     self.dirty_servers.push(key);
@@ -279,7 +283,7 @@ impl Context {
                 self.client_flush(k);
             }
             for k in std::mem::take(&mut self.resume) {
-                self.client_read(k);
+                self.client_read(k, false);
             }
         }
     }

@@ -22,6 +22,10 @@ pub struct InBuf {
     pub start: u64,
     /// Stream offset up to which the parser has seen the bytes.
     pub parsed: u64,
+    /// The last read returned less than it asked for: the socket had no
+    /// more, so another read would only say "would block" (a new edge
+    /// comes when more arrives).
+    pub drained: bool,
 }
 
 impl InBuf {
@@ -51,9 +55,13 @@ impl InBuf {
         let Some(&id) = self.chain.back() else {
             return IoStep::WouldBlock;
         };
+        let space = cd - self.fill;
         let step = sock.read(&mut pool.chunk_mut(id)[self.fill..]);
         match step {
-            IoStep::Done(n) => self.fill += n,
+            IoStep::Done(n) => {
+                self.fill += n;
+                self.drained = n < space;
+            }
             _ if self.fill == 0 => {
                 // Nothing came: an idle connection keeps no chunk.
                 pool.release(id);

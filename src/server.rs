@@ -503,7 +503,7 @@ impl Context {
         }
     }
 
-    pub fn server_read(&mut self, sk: usize) {
+    pub fn server_read(&mut self, sk: usize, hup: bool) {
         let (mut rx, redis) = match self.conns.get_mut(sk) {
             Some(Conn::Server(c)) => (
                 std::mem::take(&mut c.rx),
@@ -567,6 +567,9 @@ impl Context {
                         break 'read;
                     }
                 }
+            }
+            if rx.inbuf.drained && !hup {
+                break;
             }
         }
         if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
