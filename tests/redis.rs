@@ -2038,3 +2038,54 @@ fn server_connection_closed_by_backend_is_reopened() {
     }
     assert_eq!((backend.dbsize_db(2), backend.dbsize_db(0)), (6, 0));
 }
+
+/// A pool listening on a unix socket (with permissions) in front of a
+/// redis-server reached over its unix socket (SPEC 3.3, 3.4).
+#[test]
+fn unix_socket_listener_and_backend() {
+    let dir = std::env::temp_dir().join(format!("nc-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend_sock = dir.join("r.sock");
+    let listen_sock = dir.join("p.sock");
+    let backend = Redis::start_with(&[
+        "--unixsocket",
+        backend_sock.to_str().unwrap(),
+        "--unixsocketperm",
+        "700",
+    ]);
+    let yaml = format!(
+        "tcp:\n  listen: 127.0.0.1:@PORT0@\n  redis: true\n  servers:\n   - 127.0.0.1:{}:1\n\
+         uni:\n  listen: {} 0600\n  redis: true\n  servers:\n   - {}:1\n",
+        backend.port(),
+        listen_sock.display(),
+        backend_sock.display()
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&listen_sock)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut s = std::os::unix::net::UnixStream::connect(&listen_sock).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    use std::io::{Read, Write};
+    s.write_all(&cmd(&["SET", "u:k", "via-unix"])).unwrap();
+    s.write_all(&cmd(&["GET", "u:k"])).unwrap();
+    let want = b"+OK\r\n$8\r\nvia-unix\r\n";
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..], &want[..]);
+    // The key is on the backend, and the stats name of a unix server keeps
+    // the trailing ':' (SPEC 3.4 step 5).
+    assert!(backend.has(b"u:k"));
+    let stats = proxy.stats();
+    assert!(
+        stats.contains(&format!("\"{}:\": {{", backend_sock.display())),
+        "{stats}"
+    );
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
