@@ -294,11 +294,13 @@ impl Context {
         let (pidx, authed) = (c.pool, c.authed);
         let mid = self.new_request(ck);
         self.hold(ck, mid, (end - p.start) as usize);
-        let name = match args.first() {
-            Some(a) => printable(self.arg_bytes(rx, a), 64),
+        // The name as sent, for error replies only (not made per request).
+        let name = |ctx: &mut Context| match args.first() {
+            Some(a) => printable(ctx.arg_bytes(rx, a), 64),
             None => String::new(),
         };
         let Some(cmd) = p.command() else {
+            let name = name(self);
             crate::log_info!("parsed unsupported command '{}'", name);
             let reply = format!("-ERR unsupported command '{name}'\r\n");
             self.local_reply(mid, reply.as_bytes());
@@ -310,6 +312,7 @@ impl Context {
             return false;
         }
         if !cmd.arity_ok(args.len()) {
+            let name = name(self);
             let reply = format!(
                 "-ERR wrong number of arguments for '{}' command\r\n",
                 name.to_ascii_lowercase()

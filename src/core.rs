@@ -21,7 +21,7 @@ use crate::server::{Pool, Server};
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,13 @@ pub struct Context {
     pub mbufs: MbufPool,
     pub pools: Vec<Pool>,
     pub servers: Vec<Server>,
-    /// Request deadlines (SPEC 8.2), earliest first.
-    pub timers: BTreeSet<(Instant, MsgId)>,
+    /// Request deadlines (SPEC 8.2), one queue per pool. Every request of a
+    /// pool has the same timeout, so deadlines enter each queue in order:
+    /// the front is the earliest. Entries of requests that finished are
+    /// skipped when they reach the front (their `seq` no longer matches).
+    pub timers: Vec<VecDeque<Deadline>>,
+    /// Sequence number of the next message, to tell stale deadlines.
+    pub next_seq: u64,
     /// Connections with bytes to write, flushed after the events.
     pub dirty_clients: Vec<usize>,
     pub dirty_servers: Vec<usize>,
@@ -112,7 +117,8 @@ impl Context {
             mbufs: MbufPool::new(settings.mbuf_size),
             pools: Vec::new(),
             servers: Vec::new(),
-            timers: BTreeSet::new(),
+            timers: Vec::new(),
+            next_seq: 0,
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
             resume: Vec::new(),
@@ -143,9 +149,8 @@ impl Context {
                 && self.dirty_servers.is_empty());
             let next = self
                 .timers
-                .first()
-                .map(|&(t, _)| t)
-                .into_iter()
+                .iter()
+                .filter_map(|q| q.front().map(|d| d.at))
                 .chain(self.accept_retry.iter().map(|&(t, _)| t))
                 .min();
             let timeout = match next {
@@ -276,32 +281,46 @@ impl Context {
             for &k in &servers {
                 self.server_flush(k);
             }
+            reuse(&mut self.dirty_servers, servers);
             let mut clients = std::mem::take(&mut self.dirty_clients);
             clients.sort_unstable();
             clients.dedup();
             for &k in &clients {
                 self.client_flush(k);
             }
-            for k in std::mem::take(&mut self.resume) {
-                self.client_read(k, false);
+            reuse(&mut self.dirty_clients, clients);
+            if !self.resume.is_empty() {
+                for k in std::mem::take(&mut self.resume) {
+                    self.client_read(k, false);
+                }
             }
         }
     }
 
+    /// Closes the server connection of every request past its deadline;
+    /// drops the queue entries of requests that finished meanwhile.
     fn expire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(&(t, mid)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
-            let sc = self.msgs.get(mid).and_then(|m| m.server_conn);
-            match sc {
-                Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
-                None => {
-                    // Not on a server any more: nothing to time out.
-                    if let Some(m) = self.msgs.get_mut(mid) {
-                        m.deadline = None;
+        for p in 0..self.timers.len() {
+            while let Some(&Deadline { at, mid, seq }) = self.timers[p].front() {
+                let live = self
+                    .msgs
+                    .get(mid)
+                    .filter(|m| m.seq == seq && m.deadline.is_some());
+                let Some(m) = live else {
+                    self.timers[p].pop_front();
+                    continue;
+                };
+                if at > now {
+                    break;
+                }
+                self.timers[p].pop_front();
+                match m.server_conn {
+                    Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
+                    None => {
+                        if let Some(m) = self.msgs.get_mut(mid) {
+                            m.deadline = None;
+                        }
                     }
                 }
             }
@@ -351,13 +370,15 @@ impl Context {
     }
 
     pub fn alloc_msg(&mut self, owner: Option<usize>) -> MsgId {
-        let m = match self.spare_msgs.pop() {
+        let mut m = match self.spare_msgs.pop() {
             Some(mut m) => {
                 m.owner = owner;
                 m
             }
             None => Msg::new(owner),
         };
+        self.next_seq += 1;
+        m.seq = self.next_seq;
         self.msgs.insert(m)
     }
 
@@ -367,9 +388,6 @@ impl Context {
             return;
         }
         let mut m = self.msgs.remove(mid);
-        if let Some(d) = m.deadline {
-            self.timers.remove(&(d, mid));
-        }
         self.mbufs.release_segs(&m.req);
         self.mbufs.release_segs(&m.rsp);
         if let Some(f) = m.frag.take() {
@@ -388,6 +406,23 @@ impl Context {
     /// Counts of live objects, for leak tests.
     pub fn live_counts(&self) -> (usize, usize, usize) {
         (self.conns.len(), self.msgs.len(), self.mbufs.in_use())
+    }
+}
+
+/// A request's deadline in its pool's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub mid: MsgId,
+    pub seq: u64,
+}
+
+/// Gives a drained work list's capacity back to `slot` unless new work was
+/// queued there meanwhile (no allocation per loop iteration).
+fn reuse(slot: &mut Vec<usize>, mut used: Vec<usize>) {
+    if slot.is_empty() {
+        used.clear();
+        *slot = used;
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Msg {
     pub deadline: Option<Instant>,
     /// Bytes counted in the owner's `held` for this message.
     pub held: usize,
+    /// Unique per allocation: tells a reused slab slot from the original.
+    pub seq: u64,
 }
 
 impl Msg {
@@ -107,6 +109,7 @@ impl Msg {
             close_after: false,
             deadline: None,
             held: 0,
+            seq: 0,
         }
     }
 

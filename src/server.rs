@@ -8,7 +8,7 @@
 
 use crate::conf::{Listen, PoolConf, ServerAddr, ServerConf};
 use crate::conn::{Conn, ListenerConn, ServerConn, ServerRx};
-use crate::core::{gather, Context, Side, IOV_MAX};
+use crate::core::{gather, Context, Deadline, Side, IOV_MAX};
 use crate::hashkit::{self, Selector, ServerSpec};
 use crate::msg::MsgId;
 use crate::net::{self, IoStep, Listener, Stream};
@@ -252,9 +252,17 @@ impl Context {
         m.server_conn = Some(sk);
         let bytes = m.req_len as i64;
         if let (Some(ms), false) = (timeout, m.noreply) {
-            let d = self.now + Duration::from_millis(ms);
-            m.deadline = Some(d);
-            self.timers.insert((d, mid));
+            let at = self.now + Duration::from_millis(ms);
+            m.deadline = Some(at);
+            let pidx = self.servers[s].pool;
+            if self.timers.len() <= pidx {
+                self.timers.resize_with(pidx + 1, VecDeque::new);
+            }
+            self.timers[pidx].push_back(Deadline {
+                at,
+                mid,
+                seq: m.seq,
+            });
         }
         let st = &mut self.servers[s].stats;
         st.in_queue += 1;
@@ -497,9 +505,7 @@ impl Context {
     pub fn server_done(&mut self, mid: MsgId) {
         if let Some(m) = self.msgs.get_mut(mid) {
             m.server_conn = None;
-            if let Some(d) = m.deadline.take() {
-                self.timers.remove(&(d, mid));
-            }
+            m.deadline = None;
         }
     }
 

@@ -2023,8 +2023,10 @@ fn server_connection_closed_by_backend_is_reopened() {
         exa(&mut c, &["SET", &format!("ro:{round}"), "x"], ok());
         let mut d = backend.raw();
         ex(&mut d, &format!("AUTH {pw}"), ok());
+        // The proxy's one server connection; the previous round's direct
+        // connection may not have been reaped by redis yet.
         let killed = int_of(&d.call_str("CLIENT KILL TYPE normal"));
-        assert_eq!(killed, 1, "the proxy's one server connection");
+        assert!((1..=2).contains(&killed), "killed {killed}");
         // Wait until the proxy has seen the EOF, so the next request cannot
         // race onto the dying connection.
         let mut json = String::new();
