@@ -136,10 +136,25 @@ impl std::error::Error for ConfError {}
 /// The one line the CLI prints or logs for `err`:
 /// `conf: <message>` plus ` (file 'F' line N)` when the line is known.
 pub fn describe(err: &ConfError, path: &str) -> String {
-    match err.line {
+    let text = match err.line {
         Some(line) => format!("conf: {} (file '{}' line {})", err.message, path, line),
         None => format!("conf: {}", err.message),
+    };
+    one_line(&text)
+}
+
+/// Escapes control characters, so that a name written with a YAML escape
+/// (`"a\nb"`) cannot split a log line or `-t`'s answer into fake lines.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 /// `strerror` text of an I/O error, without std's ` (os error N)` suffix.
@@ -611,7 +626,7 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
                 return Err(fail(DUPLICATE));
             }
             let listen = parse_listen(value).map_err(|(reason, detail)| ConfError {
-                detail,
+                detail: detail.map(|d| one_line(&d)),
                 ..fail(reason)
             })?;
             pool.listen = Some((value.to_string(), listen, line));

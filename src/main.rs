@@ -52,7 +52,10 @@ fn write_stderr(text: &str) {
 /// reason, once each, then the "syntax is invalid" line.
 fn print_conf_error(err: &ConfError, path: &str) {
     if let Some(detail) = &err.detail {
-        log::stderr(&format!("nutcracker: {detail}"));
+        log::stderr(&format!(
+            "nutcracker: {}",
+            nutcracker::conf::one_line(detail)
+        ));
     }
     log::stderr(&format!("nutcracker: {}", conf::describe(err, path)));
     log::stderr(&format!(
@@ -80,7 +83,7 @@ fn test_conf(path: &str) -> i32 {
 /// the log, the "syntax is invalid" line on stderr.
 fn log_conf_error(err: &ConfError, path: &str) {
     if let Some(detail) = &err.detail {
-        log_error!("{detail}");
+        log_error!("{}", nutcracker::conf::one_line(detail));
     }
     log_error!("{}", conf::describe(err, path));
     log::stderr(&format!(
@@ -124,7 +127,7 @@ fn run(opts: Options) -> i32 {
                 print_conf_error(&e, &opts.conf_file);
                 if log::to_file() {
                     if let Some(detail) = &e.detail {
-                        log_error!("{detail}");
+                        log_error!("{}", nutcracker::conf::one_line(detail));
                     }
                     log_error!("{}", conf::describe(&e, &opts.conf_file));
                 }

@@ -6,7 +6,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use nutcracker::fuzzcheck::{self, Options};
+use std::sync::LazyLock;
+
+/// Strict unless `NUTCRACKER_FUZZ_ALLOW` relaxes a check (see fuzz/README.md).
+static OPTIONS: LazyLock<Options> = LazyLock::new(Options::from_env);
 
 fuzz_target!(|data: &[u8]| {
-    nutcracker::fuzzcheck::config(data);
+    fuzzcheck::config_with(data, *OPTIONS);
 });

@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use nutcracker::fuzzcheck::{self, Options};
 use std::sync::LazyLock;
 
-/// Strict unless `NUTCRACKER_FUZZ_LOOSE_ERROR_OFFSETS=1` (see fuzz/README.md).
+/// Strict unless `NUTCRACKER_FUZZ_ALLOW` relaxes a check (see fuzz/README.md).
 static OPTIONS: LazyLock<Options> = LazyLock::new(Options::from_env);
 
 fuzz_target!(|data: &[u8]| {

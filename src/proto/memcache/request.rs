@@ -392,19 +392,27 @@ impl McReqParser {
                     if c == b' ' || c == b'\r' {
                         self.end_key();
                         self.token_end(c).map(|()| 1)
+                    } else if c == b'\n' {
+                        // memcached ends a line at a bare LF: a key holding
+                        // one would smuggle a second command past the proxy.
+                        Err(McReqError::BadLineEnd)
                     } else {
                         let rest = &data[i..];
                         let win = &rest[..rest.len().min(room).min(MAX_KEY + 1 - self.tok_len)];
                         let n = win
                             .iter()
-                            .position(|&b| b == b' ' || b == b'\r')
+                            .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
                             .unwrap_or(win.len());
-                        self.tok_len += n;
-                        if self.tok_len > MAX_KEY {
-                            Err(McReqError::KeyTooLong)
-                        } else {
-                            Ok(n)
+                        if self.tok_len + n > MAX_KEY {
+                            // Reported at the first byte past the limit, the
+                            // same wherever the input was cut.
+                            return (
+                                i + MAX_KEY - self.tok_len,
+                                Progress::Error(McReqError::KeyTooLong),
+                            );
                         }
+                        self.tok_len += n;
+                        Ok(n)
                     }
                 }
                 State::Num => self.num_byte(c).map(|()| 1),
@@ -753,9 +761,14 @@ mod tests {
         assert_eq!(r.start, 3);
         assert_eq!(keys(&r), [b"k"]);
 
-        // Keys are any bytes but space and CR: a bare LF is key material.
-        let r = one(b"get a\nb \x01\xff\r\n");
-        assert_eq!(keys(&r), [&b"a\nb"[..], b"\x01\xff"]);
+        // Keys are any bytes but space, CR and LF.
+        let r = one(b"get a\tb \x01\xff\r\n");
+        assert_eq!(keys(&r), [&b"a\tb"[..], b"\x01\xff"]);
+        // A bare LF would end the line for memcached: refused in a key.
+        assert_eq!(
+            parse(b"get a\nversion\r\n").1,
+            Tail::Error(McReqError::BadLineEnd)
+        );
     }
 
     #[test]
@@ -864,7 +877,6 @@ mod tests {
             b"set k 0 0 3\r\nab",
             b"set k 0 0 3\r\nabc\r",
             b"  ",
-            b"get a\n",
         ] {
             assert_eq!(
                 parse(input),
@@ -873,9 +885,9 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
-        // A bare LF never ends a line: it is key material here.
-        let r = one(b"delete k\n\r\n");
-        assert_eq!(keys(&r), [b"k\n"]);
+        // A bare LF never ends a line, and is refused inside a key.
+        assert_eq!(err(b"delete k\n\r\n"), McReqError::BadLineEnd);
+        assert_eq!(err(b"get a\n"), McReqError::BadLineEnd);
         assert_eq!(err(b"version\n\r\n"), McReqError::UnknownCommand);
         assert_eq!(err(b"delete k noreply\n\r\n"), McReqError::ExtraToken);
         assert_eq!(err(b"incr k 1\n\r\n"), McReqError::BadNumber);

@@ -263,13 +263,14 @@ impl McRspParser {
                             .iter()
                             .position(|&b| b == b' ' || b == b'\r')
                             .unwrap_or(win.len());
-                        // At most MAX_KEY + 1, so the cast is exact.
-                        self.cur.key_len += n as u32;
-                        if self.cur.key_len as usize > MAX_KEY {
-                            None
-                        } else {
-                            Some(n)
+                        if have + n > MAX_KEY {
+                            // At the first byte past the limit, the same
+                            // wherever the input was cut.
+                            return (i + MAX_KEY - have, Progress::Error);
                         }
+                        // At most MAX_KEY, so the cast is exact.
+                        self.cur.key_len += n as u32;
+                        Some(n)
                     }
                 }
                 State::ValNum => {

@@ -276,7 +276,9 @@ impl ReqParser {
     /// Accumulates one decimal digit; false for a non-digit or a value
     /// above `max`.
     fn push_digit(&mut self, c: u8, max: u64) -> bool {
-        if !c.is_ascii_digit() {
+        // Redis refuses leading zeros ("$01"): a request it would reject
+        // must not reach a shared server connection.
+        if !c.is_ascii_digit() || (self.digits == 1 && self.num == 0) {
             return false;
         }
         self.num = self.num * 10 + u64::from(c - b'0');
@@ -364,6 +366,11 @@ mod tests {
         );
         assert_eq!(
             parse_all(b"*1\r\n$999999999999\r\n", 100),
+            Err(ReqError::BadBulkLen)
+        );
+        assert_eq!(parse_all(b"*01\r\n", 100), Err(ReqError::BadMultibulkLen));
+        assert_eq!(
+            parse_all(b"*1\r\n$04\r\nPING\r\n", 100),
             Err(ReqError::BadBulkLen)
         );
     }
