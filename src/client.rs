@@ -31,8 +31,14 @@ const PLACEHOLDER: &[u8] = b"placeholder";
 /// yet written back is not read until it drains below half (it pipelines
 /// without reading its replies, or its backends are slow).
 pub const CLIENT_MAX_HELD: usize = 64 * 1024 * 1024;
-/// The same bound on the number of requests awaiting their turn.
-pub const CLIENT_MAX_QUEUED: usize = 65536;
+/// The same bound on the number of requests not yet answered and written
+/// back: it also bounds the replies that can pile up for a client that does
+/// not read (at most this many, whatever their size).
+pub const CLIENT_MAX_QUEUED: usize = 1024;
+/// A client holding more than this (several replies it does not read) is
+/// closed, as redis' client-output-buffer-limit does; one reply alone,
+/// however large, never triggers it.
+pub const CLIENT_HARD_HELD: usize = 512 * 1024 * 1024;
 /// The largest single request accepted (redis' own client query buffer
 /// limit); a larger one is a protocol error.
 pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024 * 1024;
@@ -709,6 +715,17 @@ impl Context {
         }
         let len = self.msgs.get(mid).map_or(0, |m| m.rsp_len());
         self.hold(ck, mid, len);
+        if let Some(Conn::Client(c)) = self.conns.get(ck) {
+            if c.held > CLIENT_HARD_HELD && c.outq.len() > 1 {
+                crate::log_warn!(
+                    "c {} closed: it holds {} bytes of replies it does not read",
+                    ck,
+                    c.held
+                );
+                self.client_close(ck, false);
+                return;
+            }
+        }
         self.dirty_clients.push(ck);
     }
 

@@ -11,6 +11,9 @@
 
 use super::request::{MAX_DATA, MAX_KEY};
 
+/// VALUE block slots kept between replies.
+const KEEP_VALUES: usize = 1024;
+
 /// Longest reply line (CRLF included). Memcached's own lines are short;
 /// the widest is a VALUE header with a 250-byte key.
 pub const MAX_LINE: u64 = 4096;
@@ -134,6 +137,10 @@ impl McRspParser {
     pub fn reset(&mut self) {
         self.state = State::Idle;
         self.values.clear();
+        // A huge multi-get reply must not pin its block positions for good.
+        if self.values.capacity() > KEEP_VALUES {
+            self.values.shrink_to(KEEP_VALUES);
+        }
     }
 
     /// True when no byte of a next reply has been seen.

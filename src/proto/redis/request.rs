@@ -14,6 +14,8 @@ use super::command::Cmd;
 
 /// Longest command name we look up; longer names are simply unknown.
 pub const NAME_MAX: usize = 24;
+/// Argument slots kept between requests.
+const KEEP_ARGS: usize = 1024;
 /// Redis' own limit on the number of items of one request.
 pub const MAX_ARGS: u64 = 1024 * 1024;
 /// Redis' default `proto-max-bulk-len`: the largest argument we accept.
@@ -139,6 +141,11 @@ impl ReqParser {
     pub fn reset(&mut self) {
         self.state = State::Start;
         self.args.clear();
+        // A request with a million arguments must not pin their positions
+        // on the connection for good.
+        if self.args.capacity() > KEEP_ARGS {
+            self.args.shrink_to(KEEP_ARGS);
+        }
         self.name_len = 0;
         self.num = 0;
         self.digits = 0;

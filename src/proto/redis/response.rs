@@ -6,6 +6,8 @@
 //! -OOM/-BUSY/-LOADING), and where each top-level array element lies (to
 //! reassemble MGET in request order).
 
+/// Element slots kept between replies.
+const KEEP_ELEMS: usize = 1024;
 /// Deepest array nesting accepted from a backend.
 pub const MAX_DEPTH: usize = 512;
 /// Bounds on announced sizes, as redis' own client protocol limits.
@@ -100,6 +102,10 @@ impl RspParser {
         self.state = State::Type;
         self.stack.clear();
         self.elems.clear();
+        // A huge array reply must not pin its element positions for good.
+        if self.elems.capacity() > KEEP_ELEMS {
+            self.elems.shrink_to(KEEP_ELEMS);
+        }
     }
 
     pub fn is_idle(&self) -> bool {
