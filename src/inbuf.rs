@@ -7,6 +7,13 @@
 //! [`InBuf::segs`] hands out references to its bytes and [`InBuf::consume`]
 //! lets go of the chunks that hold nothing more.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crate::mbuf::{MbufPool, Seg};
 use crate::net::{IoStep, Stream};
 use std::collections::VecDeque;
@@ -56,7 +63,7 @@ impl InBuf {
             return IoStep::WouldBlock;
         };
         let space = cd - self.fill;
-        let step = sock.read(&mut pool.chunk_mut(id)[self.fill..]);
+        let step = sock.read(pool.chunk_mut(id).get_mut(self.fill..).unwrap_or_default());
         match step {
             IoStep::Done(n) => {
                 self.fill += n;
@@ -186,6 +193,7 @@ impl InBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

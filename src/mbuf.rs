@@ -11,6 +11,13 @@
 //! appended to a shared "scratch" chunk and referenced the same way, so the
 //! writer never has to know where a segment came from.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 /// The header the C binary keeps inside each chunk; usable data per chunk
 /// is `size - MBUF_HEADER` so that `-m` means the same memory as in 0.5.0.
 pub const MBUF_HEADER: usize = 48;
@@ -89,7 +96,9 @@ impl MbufPool {
     /// A chunk with one reference held by the caller.
     pub fn alloc(&mut self) -> u32 {
         if let Some(id) = self.free.pop() {
-            self.refs[id as usize] = 1;
+            if let Some(r) = self.refs.get_mut(id as usize) {
+                *r = 1;
+            }
             return id;
         }
         let id = self.bufs.len() as u32;
@@ -99,13 +108,23 @@ impl MbufPool {
         id
     }
 
+    // Ids only ever come from `alloc`, so the lookups below cannot miss;
+    // they are checked anyway so that a bug shows as a wrong byte count in
+    // the stats, never as a crash.
     pub fn retain(&mut self, id: u32) {
-        self.refs[id as usize] += 1;
+        if let Some(r) = self.refs.get_mut(id as usize) {
+            *r += 1;
+        }
     }
 
     pub fn release(&mut self, id: u32) {
-        let r = &mut self.refs[id as usize];
+        let Some(r) = self.refs.get_mut(id as usize) else {
+            return;
+        };
         debug_assert!(*r > 0, "mbuf {id} released too often");
+        if *r == 0 {
+            return;
+        }
         *r -= 1;
         if *r == 0 {
             self.free.push(id);
@@ -129,15 +148,17 @@ impl MbufPool {
     }
 
     pub fn bytes(&self, seg: &Seg) -> &[u8] {
-        &self.bufs[seg.id as usize][seg.start as usize..seg.end as usize]
+        self.chunk(seg.id)
+            .get(seg.start as usize..seg.end as usize)
+            .unwrap_or_default()
     }
 
     pub fn chunk(&self, id: u32) -> &[u8] {
-        &self.bufs[id as usize]
+        self.bufs.get(id as usize).map_or(&[], |b| &**b)
     }
 
     pub fn chunk_mut(&mut self, id: u32) -> &mut [u8] {
-        &mut self.bufs[id as usize]
+        self.bufs.get_mut(id as usize).map_or(&mut [], |b| &mut **b)
     }
 
     /// Copies proxy-made bytes into scratch chunks and appends referencing
@@ -156,10 +177,13 @@ impl MbufPool {
                 }
             };
             let n = data.len().min(self.chunk_data - used);
-            self.bufs[id as usize][used..used + n].copy_from_slice(&data[..n]);
+            let (head, rest) = data.split_at(n);
+            if let Some(dst) = self.chunk_mut(id).get_mut(used..used + n) {
+                dst.copy_from_slice(head);
+            }
             out.push(self.seg(id, used, used + n));
             self.scratch = Some((id, used + n));
-            data = &data[n..];
+            data = rest;
         }
     }
 

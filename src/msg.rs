@@ -10,6 +10,8 @@
 //! Bytes are never owned by a message: `req` and `rsp` are segments into
 //! reference-counted mbufs (see `mbuf.rs`).
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use crate::mbuf::Seg;
 use std::time::Instant;
 
@@ -162,6 +164,7 @@ pub fn slice_segs(segs: &[Seg], from: usize, to: usize, out: &mut Vec<Seg>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

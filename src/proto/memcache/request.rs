@@ -350,7 +350,9 @@ impl McReqParser {
     pub fn feed(&mut self, data: &[u8], base: u64) -> (usize, Progress) {
         let mut i = 0;
         while i < data.len() {
-            let c = data[i];
+            let Some(&c) = data.get(i) else {
+                break;
+            };
             let pos = base + i as u64;
             // Bytes from here on that may still belong to the command line.
             let room = self
@@ -367,7 +369,7 @@ impl McReqParser {
                 }
                 State::Lead => {
                     if c == b' ' {
-                        Ok(count_spaces(&data[i..], room))
+                        Ok(count_spaces(data.get(i..).unwrap_or_default(), room))
                     } else {
                         self.start = pos;
                         self.state = State::Word;
@@ -377,7 +379,7 @@ impl McReqParser {
                 State::Word => self.word_byte(c).map(|()| 1),
                 State::Spaces => {
                     if c == b' ' {
-                        Ok(count_spaces(&data[i..], room))
+                        Ok(count_spaces(data.get(i..).unwrap_or_default(), room))
                     } else if c == b'\r' {
                         self.line_cr().map(|()| 1)
                     } else {
@@ -397,8 +399,10 @@ impl McReqParser {
                         // one would smuggle a second command past the proxy.
                         Err(McReqError::BadLineEnd)
                     } else {
-                        let rest = &data[i..];
-                        let win = &rest[..rest.len().min(room).min(MAX_KEY + 1 - self.tok_len)];
+                        let rest = data.get(i..).unwrap_or_default();
+                        let win = rest
+                            .get(..rest.len().min(room).min(MAX_KEY + 1 - self.tok_len))
+                            .unwrap_or_default();
                         let n = win
                             .iter()
                             .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
@@ -628,11 +632,12 @@ impl McReqParser {
 
 /// Leading spaces of `bytes` (which starts with one), at most `room`.
 fn count_spaces(bytes: &[u8], room: usize) -> usize {
-    let win = &bytes[..bytes.len().min(room)];
+    let win = bytes.get(..bytes.len().min(room)).unwrap_or_default();
     win.iter().position(|&b| b != b' ').unwrap_or(win.len())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

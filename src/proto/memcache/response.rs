@@ -154,7 +154,9 @@ impl McRspParser {
     pub fn feed(&mut self, data: &[u8], base: u64) -> (usize, Progress) {
         let mut i = 0;
         while i < data.len() {
-            let c = data[i];
+            let Some(&c) = data.get(i) else {
+                break;
+            };
             let pos = base + i as u64;
             let room = MAX_LINE.saturating_sub(pos.saturating_sub(self.line_begin));
             if room == 0 && self.in_line() {
@@ -203,8 +205,8 @@ impl McRspParser {
                     _ => None,
                 },
                 State::Text => {
-                    let rest = &data[i..];
-                    let win = &rest[..rest.len().min(room)];
+                    let rest = data.get(i..).unwrap_or_default();
+                    let win = rest.get(..rest.len().min(room)).unwrap_or_default();
                     match win.iter().position(|&b| b == b'\r') {
                         Some(n) => {
                             self.state = State::LineLf;
@@ -230,8 +232,8 @@ impl McRspParser {
                 }
                 State::ValSpaces => match c {
                     b' ' => {
-                        let rest = &data[i..];
-                        let win = &rest[..rest.len().min(room)];
+                        let rest = data.get(i..).unwrap_or_default();
+                        let win = rest.get(..rest.len().min(room)).unwrap_or_default();
                         Some(win.iter().position(|&b| b != b' ').unwrap_or(win.len()))
                     }
                     // Key, flags and bytes are required; cas is optional.
@@ -263,9 +265,11 @@ impl McRspParser {
                     } else if c == b'\r' {
                         None
                     } else {
-                        let rest = &data[i..];
+                        let rest = data.get(i..).unwrap_or_default();
                         let have = self.cur.key_len as usize;
-                        let win = &rest[..rest.len().min(room).min(MAX_KEY + 1 - have)];
+                        let win = rest
+                            .get(..rest.len().min(room).min(MAX_KEY + 1 - have))
+                            .unwrap_or_default();
                         let n = win
                             .iter()
                             .position(|&b| b == b' ' || b == b'\r')
@@ -402,6 +406,7 @@ impl McRspParser {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -158,7 +158,9 @@ impl ReqParser {
 
     /// The lower-cased command name (cut at [`NAME_MAX`] bytes).
     pub fn name(&self) -> &[u8] {
-        &self.name[..self.name_len.min(NAME_MAX)]
+        self.name
+            .get(..self.name_len.min(NAME_MAX))
+            .unwrap_or_default()
     }
 
     /// The command of a completed request, `None` if unknown.
@@ -175,7 +177,9 @@ impl ReqParser {
     pub fn feed(&mut self, data: &[u8], base: u64) -> (usize, Progress) {
         let mut i = 0;
         while i < data.len() {
-            let c = data[i];
+            let Some(&c) = data.get(i) else {
+                break;
+            };
             let pos = base + i as u64;
             match self.state {
                 State::Start => {
@@ -239,7 +243,7 @@ impl ReqParser {
                     let avail = (data.len() - i) as u64;
                     let n = avail.min(self.remaining) as usize;
                     if self.args.is_empty() {
-                        self.copy_name(&data[i..i + n]);
+                        self.copy_name(data.get(i..i + n).unwrap_or_default());
                     }
                     self.remaining -= n as u64;
                     i += n;
@@ -296,7 +300,9 @@ impl ReqParser {
     fn copy_name(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if self.name_len < NAME_MAX {
-                self.name[self.name_len] = b.to_ascii_lowercase();
+                if let Some(slot) = self.name.get_mut(self.name_len) {
+                    *slot = b.to_ascii_lowercase();
+                }
             }
             self.name_len = self.name_len.saturating_add(1);
         }
@@ -304,6 +310,7 @@ impl ReqParser {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

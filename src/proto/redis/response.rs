@@ -114,7 +114,7 @@ impl RspParser {
 
     /// The first bytes of a top-level status or error line (without `-`).
     pub fn prefix(&self) -> &[u8] {
-        &self.prefix[..self.prefix_len]
+        self.prefix.get(..self.prefix_len).unwrap_or_default()
     }
 
     /// A top-level error that 0.5.0 treats as a server failure (SPEC 6.6).
@@ -135,7 +135,9 @@ impl RspParser {
     pub fn feed(&mut self, data: &[u8], base: u64) -> (usize, Progress) {
         let mut i = 0;
         while i < data.len() {
-            let c = data[i];
+            let Some(&c) = data.get(i) else {
+                break;
+            };
             let pos = base + i as u64;
             match self.state {
                 State::Type => {
@@ -168,13 +170,13 @@ impl RspParser {
                     };
                 }
                 State::Line => {
-                    let rest = &data[i..];
+                    let rest = data.get(i..).unwrap_or_default();
                     let n = rest.iter().position(|&b| b == b'\r').unwrap_or(rest.len());
                     if self.top() {
-                        self.note_line(&rest[..n]);
+                        self.note_line(rest.get(..n).unwrap_or_default());
                     } else if self.cur == b':' {
                         // Integers inside arrays are validated, not kept.
-                        for &b in &rest[..n] {
+                        for &b in rest.get(..n).unwrap_or_default() {
                             self.integer_digit(b);
                         }
                     }
@@ -284,7 +286,9 @@ impl RspParser {
     fn note_line(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if self.prefix_len < PREFIX_MAX {
-                self.prefix[self.prefix_len] = b;
+                if let Some(slot) = self.prefix.get_mut(self.prefix_len) {
+                    *slot = b;
+                }
                 self.prefix_len += 1;
             }
             if self.cur == b':' {
@@ -334,6 +338,7 @@ impl RspParser {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
