@@ -124,7 +124,7 @@ fn sample_memcached_yml_loads() {
 }
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 /// The `#| ` lines of a golden file, i.e. the YAML the C binary ran with.
