@@ -18,7 +18,7 @@ MAN8DIR := $(PREFIX)/share/man/man8
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/nutcracker
 
-.PHONY: all build deps test install uninstall demo lint clean
+.PHONY: all build deps test install uninstall demo lint clean bench soak
 
 all: build
 
@@ -46,6 +46,12 @@ uninstall:
 
 demo:
 	bash scripts/demo.sh
+
+soak:
+	bash scripts/soak.sh
+
+bench:
+	bash scripts/bench.sh $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --check

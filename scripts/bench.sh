@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make bench` (pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick):
+# measures what nutcracker costs against the servers it fronts. The benchmark
+# itself is benches/bench.rs; it starts its own redis-server and memcached
+# processes on free loopback ports and stops them at the end.
+#
+# Needs redis-server, redis-benchmark (Debian package redis-tools) and
+# memcached; as root on Debian/Ubuntu they are installed with apt-get when
+# missing. Options: scripts/bench.sh --help
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        echo "bench: missing ${missing[*]}; install them first, e.g.: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+cargo build --release
+exec cargo bench --bench bench -- "$@"
