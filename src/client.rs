@@ -451,32 +451,38 @@ impl Context {
         } else {
             b"get "
         };
-        let mut key_server = Vec::with_capacity(p.keys.len());
-        let mut key_bytes = Vec::new();
-        let mut key_ends = Vec::with_capacity(p.keys.len());
+        let mut fs = std::mem::take(&mut self.frag_scratch);
+        let mut frag = self.new_frag();
+        fs.key_server.clear();
         for k in &p.keys {
             let (from, to) = key_range(k);
             let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-            key_bytes.extend_from_slice(kb);
-            key_ends.push(key_bytes.len() as u32);
+            frag.key_bytes.extend_from_slice(kb);
+            frag.key_ends.push(frag.key_bytes.len() as u32);
             match route(&mut self.pools, &self.servers, self.now, pidx, kb) {
-                Ok(s) => key_server.push(s),
+                Ok(s) => fs.key_server.push(s),
                 Err(errno) => {
+                    self.frag_scratch = fs;
+                    self.free_frag(frag);
                     self.fail_request(mid, errno);
                     return;
                 }
             }
         }
-        let (servers, key_child) = group_by_server(&key_server);
-        let mut children = Vec::with_capacity(servers.len());
-        for (ci, &s) in servers.iter().enumerate() {
-            let mut segs = Vec::new();
-            self.mbufs.push_bytes(verb, &mut segs);
+        group_by_server(&fs.key_server, &mut fs.servers, &mut frag.key_child);
+        frag.merge = Some(Merge::Values);
+        fs.children.clear();
+        for (ci, &s) in fs.servers.iter().enumerate() {
+            let child = self.alloc_msg(None);
+            let Some(m) = self.msgs.get_mut(child) else {
+                continue;
+            };
+            self.mbufs.push_bytes(verb, &mut m.req);
             let mut len = verb.len();
             for (k, _) in p
                 .keys
                 .iter()
-                .zip(&key_child)
+                .zip(&frag.key_child)
                 .filter(|(_, &c)| c as usize == ci)
             {
                 let (from, to) = key_range(k);
@@ -487,66 +493,37 @@ impl Context {
                     .first()
                     .copied();
                 if next == Some(b' ') {
-                    rx.inbuf.segs(&mut self.mbufs, from, to + 1, &mut segs);
+                    rx.inbuf.segs(&mut self.mbufs, from, to + 1, &mut m.req);
                 } else {
-                    rx.inbuf.segs(&mut self.mbufs, from, to, &mut segs);
-                    self.mbufs.push_bytes(b" ", &mut segs);
+                    rx.inbuf.segs(&mut self.mbufs, from, to, &mut m.req);
+                    self.mbufs.push_bytes(b" ", &mut m.req);
                 }
                 len += (to - from) as usize + 1;
             }
-            self.mbufs.push_bytes(b"\r\n", &mut segs);
-            len += 2;
-            children.push(self.new_fragment(mid, segs, len, s));
+            self.mbufs.push_bytes(b"\r\n", &mut m.req);
+            m.req_len = len + 2;
+            m.parent = Some(mid);
+            fs.children.push((child, s));
         }
-        self.start_fragments(
-            mid,
-            pidx,
-            Merge::Values,
-            key_child,
-            children,
-            key_bytes,
-            key_ends,
-        );
+        self.start_fragments(mid, pidx, frag, &fs.children);
+        self.frag_scratch = fs;
     }
 
-    fn new_fragment(
-        &mut self,
-        parent: MsgId,
-        segs: Vec<crate::mbuf::Seg>,
-        len: usize,
-        server: usize,
-    ) -> (MsgId, usize) {
-        let child = self.alloc_msg(None);
-        let m = &mut self.msgs[child];
-        m.req = segs;
-        m.req_len = len;
-        m.parent = Some(parent);
-        (child, server)
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// Hangs `frag` on the parent and sends its fragments.
     fn start_fragments(
         &mut self,
         mid: MsgId,
         pidx: usize,
-        merge: Merge,
-        key_child: Vec<u32>,
-        children: Vec<(MsgId, usize)>,
-        key_bytes: Vec<u8>,
-        key_ends: Vec<u32>,
+        mut frag: Box<Frag>,
+        children: &[(MsgId, usize)],
     ) {
         self.pools[pidx].stats.fragments += children.len() as i64;
+        frag.pending = children.len() as u32;
+        frag.children.extend(children.iter().map(|&(c, _)| c));
         if let Some(m) = self.msgs.get_mut(mid) {
-            m.frag = Some(Box::new(Frag {
-                merge: Some(merge),
-                pending: children.len() as u32,
-                children: children.iter().map(|&(c, _)| c).collect(),
-                key_child,
-                key_bytes,
-                key_ends,
-            }));
+            m.frag = Some(frag);
         }
-        for (child, s) in children {
+        for &(child, s) in children {
             self.forward(child, s);
         }
     }
@@ -597,9 +574,12 @@ impl Context {
     fn fragment(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize, cmd: Cmd, step: usize) {
         let args = &rx.redis.args;
         let nkeys = (args.len() - 1) / step;
-        let mut key_server = Vec::with_capacity(nkeys);
+        let mut fs = std::mem::take(&mut self.frag_scratch);
+        fs.key_server.clear();
         for i in 0..nkeys {
-            let a = args[1 + i * step];
+            let Some(a) = args.get(1 + i * step) else {
+                break;
+            };
             let k = rx.inbuf.bytes(
                 &self.mbufs,
                 a.data,
@@ -607,52 +587,66 @@ impl Context {
                 &mut self.key_scratch,
             );
             match route(&mut self.pools, &self.servers, self.now, pidx, k) {
-                Ok(s) => key_server.push(s),
+                Ok(s) => fs.key_server.push(s),
                 Err(errno) => {
+                    self.frag_scratch = fs;
                     self.fail_request(mid, errno);
                     return;
                 }
             }
         }
-        let (servers, key_child) = group_by_server(&key_server);
-        let merge = match cmd {
+        let mut frag = self.new_frag();
+        group_by_server(&fs.key_server, &mut fs.servers, &mut frag.key_child);
+        frag.merge = Some(match cmd {
             Cmd::Mget => Merge::Array,
             Cmd::Mset => Merge::Ok,
             _ => Merge::Sum,
-        };
-        let mut children = Vec::with_capacity(servers.len());
-        for (ci, &s) in servers.iter().enumerate() {
-            let items = key_child.iter().filter(|&&c| c as usize == ci).count() * step;
-            let mut head = Vec::with_capacity(32);
-            head.push(b'*');
-            head.extend_from_slice(itoa::Buffer::new().format(items + 1).as_bytes());
-            head.extend_from_slice(b"\r\n");
-            crate::proto::redis::write_bulk(&mut head, cmd.frag_name());
-            let mut segs = Vec::new();
-            self.mbufs.push_bytes(&head, &mut segs);
-            let mut len = head.len();
-            for (i, _) in key_child
+        });
+        fs.children.clear();
+        for (ci, &s) in fs.servers.iter().enumerate() {
+            let items = frag.key_child.iter().filter(|&&c| c as usize == ci).count() * step;
+            // `*<n>\r\n$<len>\r\n<name>\r\n`, built without allocating.
+            let name = cmd.frag_name();
+            let mut n = itoa::Buffer::new();
+            let mut l = itoa::Buffer::new();
+            let parts: [&[u8]; 7] = [
+                b"*",
+                n.format(items + 1).as_bytes(),
+                b"\r\n$",
+                l.format(name.len()).as_bytes(),
+                b"\r\n",
+                name,
+                b"\r\n",
+            ];
+            let child = self.alloc_msg(None);
+            let Some(m) = self.msgs.get_mut(child) else {
+                continue;
+            };
+            let mut len = 0;
+            for part in parts {
+                self.mbufs.push_bytes(part, &mut m.req);
+                len += part.len();
+            }
+            for (i, _) in frag
+                .key_child
                 .iter()
                 .enumerate()
                 .filter(|(_, &c)| c as usize == ci)
             {
-                let first = args[1 + i * step];
-                let last = args[i * step + step];
+                let (Some(first), Some(last)) = (args.get(1 + i * step), args.get(i * step + step))
+                else {
+                    continue;
+                };
                 rx.inbuf
-                    .segs(&mut self.mbufs, first.start, last.end(), &mut segs);
+                    .segs(&mut self.mbufs, first.start, last.end(), &mut m.req);
                 len += (last.end() - first.start) as usize;
             }
-            children.push(self.new_fragment(mid, segs, len, s));
+            m.req_len = len;
+            m.parent = Some(mid);
+            fs.children.push((child, s));
         }
-        self.start_fragments(
-            mid,
-            pidx,
-            merge,
-            key_child,
-            children,
-            Vec::new(),
-            Vec::new(),
-        );
+        self.start_fragments(mid, pidx, frag, &fs.children);
+        self.frag_scratch = fs;
     }
 
     /// Fails a request with `errno`; 0 (a backend that just closed) still
@@ -880,11 +874,12 @@ fn hello_reply() -> Vec<u8> {
     r
 }
 
-/// The distinct servers in order of first appearance, and for each key the
-/// index of its server in that list (one fragment per server).
-fn group_by_server(key_server: &[usize]) -> (Vec<usize>, Vec<u32>) {
-    let mut servers: Vec<usize> = Vec::new();
-    let mut key_child = Vec::with_capacity(key_server.len());
+/// The distinct servers in order of first appearance (one fragment per
+/// server) into `servers`, and for each key the index of its server in that
+/// list into `key_child`.
+fn group_by_server(key_server: &[usize], servers: &mut Vec<usize>, key_child: &mut Vec<u32>) {
+    servers.clear();
+    key_child.clear();
     for &s in key_server {
         let ci = match servers.iter().position(|&x| x == s) {
             Some(ci) => ci,
@@ -895,7 +890,6 @@ fn group_by_server(key_server: &[usize]) -> (Vec<usize>, Vec<u32>) {
         };
         key_child.push(ci as u32);
     }
-    (servers, key_child)
 }
 
 /// Digits only (SPEC 1.1's number rule), bounded.

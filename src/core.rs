@@ -16,7 +16,7 @@
 use crate::conf::Conf;
 use crate::conn::Conn;
 use crate::mbuf::MbufPool;
-use crate::msg::{Msg, MsgId};
+use crate::msg::{Frag, Msg, MsgId};
 use crate::server::{Pool, Server};
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use mio::{Events, Interest, Poll, Token};
@@ -46,6 +46,10 @@ pub struct Context {
     pub msgs: Slab<Msg>,
     /// Freed messages kept for reuse.
     spare_msgs: Vec<Msg>,
+    /// Fragment bookkeeping kept for reuse.
+    pub spare_frags: Vec<Box<Frag>>,
+    /// Work space of the fragmenting and merging code.
+    pub frag_scratch: FragScratch,
     pub mbufs: MbufPool,
     pub pools: Vec<Pool>,
     pub servers: Vec<Server>,
@@ -114,6 +118,8 @@ impl Context {
             conns: Slab::new(),
             msgs: Slab::new(),
             spare_msgs: Vec::new(),
+            spare_frags: Vec::new(),
+            frag_scratch: FragScratch::default(),
             mbufs: MbufPool::new(settings.mbuf_size),
             pools: Vec::new(),
             servers: Vec::new(),
@@ -391,9 +397,7 @@ impl Context {
         self.mbufs.release_segs(&m.req);
         self.mbufs.release_segs(&m.rsp);
         if let Some(f) = m.frag.take() {
-            for c in f.children {
-                self.free_msg(c);
-            }
+            self.free_frag(f);
         }
         // Keep the message (and its vectors' capacity) for the next request:
         // no allocation per request in the steady state.
@@ -403,10 +407,39 @@ impl Context {
         }
     }
 
+    /// Frees a parent's fragments and keeps its bookkeeping for reuse.
+    pub fn free_frag(&mut self, mut f: Box<Frag>) {
+        for &c in &f.children {
+            self.free_msg(c);
+        }
+        if self.spare_frags.len() < SPARE_MSGS {
+            f.clear();
+            self.spare_frags.push(f);
+        }
+    }
+
+    /// Empty fragment bookkeeping, reused when possible.
+    pub fn new_frag(&mut self) -> Box<Frag> {
+        self.spare_frags.pop().unwrap_or_default()
+    }
+
     /// Counts of live objects, for leak tests.
     pub fn live_counts(&self) -> (usize, usize, usize) {
         (self.conns.len(), self.msgs.len(), self.mbufs.in_use())
     }
+}
+
+/// Vectors the fragment code reuses from request to request.
+#[derive(Debug, Default)]
+pub struct FragScratch {
+    /// Server of each key, in request order.
+    pub key_server: Vec<usize>,
+    /// Distinct servers, one fragment each, in order of first appearance.
+    pub servers: Vec<usize>,
+    /// The fragments made, with their servers.
+    pub children: Vec<(MsgId, usize)>,
+    /// Per fragment: the next reply element to take when merging.
+    pub next: Vec<usize>,
 }
 
 /// A request's deadline in its pool's queue.

@@ -77,9 +77,7 @@ impl Context {
             self.mbufs.release_segs(&rsp);
             rsp.clear();
         }
-        for &c in &frag.children {
-            self.free_msg(c);
-        }
+        self.free_frag(frag);
         if let Some(p) = self.msgs.get_mut(parent) {
             p.rsp = rsp;
             p.err = err;
@@ -95,11 +93,25 @@ impl Context {
         key_child: &[u32],
         out: &mut Vec<crate::mbuf::Seg>,
     ) -> bool {
-        let mut next = vec![0usize; children.len()];
-        let mut head = b"*".to_vec();
-        head.extend_from_slice(itoa::Buffer::new().format(key_child.len()).as_bytes());
-        head.extend_from_slice(b"\r\n");
-        self.mbufs.push_bytes(&head, out);
+        let mut next = std::mem::take(&mut self.frag_scratch.next);
+        next.clear();
+        next.resize(children.len(), 0);
+        self.mbufs.push_bytes(b"*", out);
+        self.mbufs
+            .push_bytes(itoa::Buffer::new().format(key_child.len()).as_bytes(), out);
+        self.mbufs.push_bytes(b"\r\n", out);
+        let ok = self.take_elements(children, key_child, &mut next, out);
+        self.frag_scratch.next = next;
+        ok
+    }
+
+    fn take_elements(
+        &mut self,
+        children: &[MsgId],
+        key_child: &[u32],
+        next: &mut [usize],
+        out: &mut Vec<crate::mbuf::Seg>,
+    ) -> bool {
         for &ci in key_child {
             let ci = ci as usize;
             let Some(m) = children.get(ci).and_then(|&c| self.msgs.get(c)) else {
@@ -122,37 +134,71 @@ impl Context {
     /// A fragment's blocks come in the order of its keys, misses left out,
     /// so a key takes its fragment's next block only if the keys match.
     fn merge_values(&mut self, frag: &crate::msg::Frag, out: &mut Vec<crate::mbuf::Seg>) -> bool {
-        let mut next = vec![0usize; frag.children.len()];
+        let mut next = std::mem::take(&mut self.frag_scratch.next);
+        next.clear();
+        next.resize(frag.children.len(), 0);
         let mut key_from = 0usize;
-        let mut block_key = Vec::new();
         for (i, &ci) in frag.key_child.iter().enumerate() {
             let ci = ci as usize;
             let key_to = frag.key_ends.get(i).map_or(key_from, |&e| e as usize);
             let key = frag.key_bytes.get(key_from..key_to).unwrap_or(&[]);
             key_from = key_to;
             let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
-                return false;
-            };
-            let (Some(&(a, b)), Some(&(ka, kb))) =
-                (m.elems.get(next[ci]), m.val_keys.get(next[ci]))
-            else {
                 continue;
             };
-            block_key.clear();
-            let mut ks = Vec::new();
-            slice_segs(&m.rsp, ka as usize, kb as usize, &mut ks);
-            self.mbufs.copy_out(&ks, &mut block_key);
-            if block_key != key {
+            let Some(n) = next.get_mut(ci) else {
+                continue;
+            };
+            let (Some(&(a, b)), Some(&(ka, kb))) = (m.elems.get(*n), m.val_keys.get(*n)) else {
+                continue;
+            };
+            if !segs_equal(&self.mbufs, &m.rsp, ka as usize, kb as usize, key) {
                 continue;
             }
-            next[ci] += 1;
+            *n += 1;
             let from = out.len();
             slice_segs(&m.rsp, a as usize, b as usize, out);
-            for s in &out[from..] {
+            for s in out.get(from..).unwrap_or_default() {
                 self.mbufs.retain(s.id);
             }
         }
+        self.frag_scratch.next = next;
         self.mbufs.push_bytes(b"END\r\n", out);
         true
     }
+}
+
+/// Whether bytes `from..to` of the byte string `segs` spell equal `want`,
+/// compared in place.
+fn segs_equal(
+    mbufs: &crate::mbuf::MbufPool,
+    segs: &[crate::mbuf::Seg],
+    from: usize,
+    to: usize,
+    want: &[u8],
+) -> bool {
+    if to - from != want.len() {
+        return false;
+    }
+    let mut pos = 0usize;
+    let mut rest = want;
+    for seg in segs {
+        let bytes = mbufs.bytes(seg);
+        let (a, b) = (pos, pos + bytes.len());
+        pos = b;
+        if b <= from || a >= to {
+            continue;
+        }
+        let part = bytes
+            .get(from.max(a) - a..to.min(b) - a)
+            .unwrap_or_default();
+        let Some(head) = rest.get(..part.len()) else {
+            return false;
+        };
+        if head != part {
+            return false;
+        }
+        rest = rest.get(part.len()..).unwrap_or_default();
+    }
+    rest.is_empty()
 }

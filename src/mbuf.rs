@@ -186,12 +186,4 @@ impl MbufPool {
             data = rest;
         }
     }
-
-    /// Copies the bytes of `segs` into `out` (used for keys that span chunks
-    /// and for small values the proxy must read, never for payloads).
-    pub fn copy_out(&self, segs: &[Seg], out: &mut Vec<u8>) {
-        for s in segs {
-            out.extend_from_slice(self.bytes(s));
-        }
-    }
 }

@@ -10,7 +10,12 @@
 //! Bytes are never owned by a message: `req` and `rsp` are segments into
 //! reference-counted mbufs (see `mbuf.rs`).
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use crate::mbuf::Seg;
 use std::time::Instant;
@@ -86,6 +91,18 @@ pub struct Msg {
     pub held: usize,
     /// Unique per allocation: tells a reused slab slot from the original.
     pub seq: u64,
+}
+
+impl Frag {
+    /// Empties it for reuse, keeping the vectors' capacity.
+    pub fn clear(&mut self) {
+        self.merge = None;
+        self.pending = 0;
+        self.children.clear();
+        self.key_child.clear();
+        self.key_bytes.clear();
+        self.key_ends.clear();
+    }
 }
 
 impl Msg {
@@ -164,7 +181,12 @@ pub fn slice_segs(segs: &[Seg], from: usize, to: usize, out: &mut Vec<Seg>) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
