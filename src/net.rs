@@ -155,13 +155,38 @@ pub fn strerror(errno: i32) -> String {
     }
 }
 
+/// Why a listening socket could not be made: the step that failed, the
+/// socket's descriptor (for the C binary's `bind on p 6 ...` messages) and
+/// the error.
+#[derive(Debug)]
+pub struct ListenError {
+    pub step: &'static str,
+    pub fd: RawFd,
+    pub err: io::Error,
+}
+
+impl ListenError {
+    fn last(step: &'static str, fd: RawFd) -> ListenError {
+        ListenError {
+            step,
+            fd,
+            err: io::Error::last_os_error(),
+        }
+    }
+
+    /// The C library's text for the error.
+    pub fn text(&self) -> String {
+        strerror(self.err.raw_os_error().unwrap_or(0))
+    }
+}
+
 /// A TCP listener with the options of SPEC 11 (SO_REUSEADDR, optional
 /// SO_REUSEPORT, the configured backlog).
 pub fn tcp_listen(
     addr: std::net::SocketAddr,
     backlog: u32,
     reuseport: bool,
-) -> io::Result<TcpListener> {
+) -> Result<TcpListener, ListenError> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -176,24 +201,33 @@ pub fn tcp_listen(
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(ListenError::last("socket", -1));
     }
-    // SAFETY: fd was just created and is owned by nobody else.
+    // SAFETY: fd was just created and is owned by nobody else; dropping it
+    // closes the socket on every early return.
     let std_listener =
         unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|err| ListenError {
+        step: "set reuseaddr",
+        fd,
+        err,
+    })?;
     if reuseport {
-        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(|err| ListenError {
+            step: "set reuseport",
+            fd,
+            err,
+        })?;
     }
     let (storage, len) = sockaddr(&addr);
     // SAFETY: storage holds a valid sockaddr of length len.
     if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(ListenError::last("bind", fd));
     }
     let backlog = backlog.min(i32::MAX as u32) as libc::c_int;
     // SAFETY: fd is a bound socket.
     if unsafe { libc::listen(fd, backlog) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(ListenError::last("listen", fd));
     }
     Ok(TcpListener::from_std(std_listener))
 }

@@ -172,9 +172,11 @@ impl Context {
                     .map(Listener::Tcp)
                     .map_err(|e| {
                         format!(
-                            "bind on p to addr '{}' failed: {}",
+                            "{} on p {} to addr '{}' failed: {}",
+                            e.step,
+                            e.fd,
                             conf.listen_str,
-                            net::strerror(e.raw_os_error().unwrap_or(0))
+                            e.text()
                         )
                     }),
                 Listen::Unix { path, perm } => {

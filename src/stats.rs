@@ -40,13 +40,11 @@
 
 use crate::log::strerror;
 use crate::metrics::{Metric, MetricKind, POOL_METRICS, SERVER_METRICS};
-use crate::net::sockaddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -671,7 +669,8 @@ impl Drop for StatsServer {
     }
 }
 
-/// socket, SO_REUSEADDR, bind, listen, with the C binary's messages.
+/// socket, SO_REUSEADDR (not SO_REUSEPORT: the port is not shared with
+/// another instance), bind, listen, with the C binary's messages.
 fn stats_listen(addr: &str, port: u16) -> Result<TcpListener, String> {
     let sa = (addr, port)
         .to_socket_addrs()
@@ -685,61 +684,15 @@ fn stats_listen(addr: &str, port: u16) -> Result<TcpListener, String> {
         .ok_or_else(|| {
             format!("resolve of stats server addr '{addr}:{port}' failed: no address")
         })?;
-    let domain = if sa.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the fd is owned by `owner` below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(format!(
-            "socket failed: {}",
-            strerror(&io::Error::last_os_error())
-        ));
-    }
-    // SAFETY: fd was just created and nothing else owns it; dropping `owner`
-    // closes it on every early return.
-    let owner = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: valid fd, and a pointer to a c_int of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "set reuseaddr on m {fd} failed: {}",
-            strerror(&io::Error::last_os_error())
-        ));
-    }
-    let (storage, len) = sockaddr(&sa);
-    // SAFETY: storage holds a valid sockaddr of length len.
-    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
-        return Err(format!(
-            "bind on m {fd} to stats server addr '{addr}:{port}' failed: {}",
-            strerror(&io::Error::last_os_error())
-        ));
-    }
-    // SAFETY: fd is a bound socket.
-    if unsafe { libc::listen(fd, BACKLOG) } != 0 {
-        return Err(format!(
-            "listen on m {fd} to stats server addr '{addr}:{port}' failed: {}",
-            strerror(&io::Error::last_os_error())
-        ));
-    }
-    Ok(TcpListener::from_std(owner))
+    crate::net::tcp_listen(sa, BACKLOG as u32, false).map_err(|e| match e.step {
+        "bind" | "listen" => format!(
+            "{} on m {} to stats server addr '{addr}:{port}' failed: {}",
+            e.step,
+            e.fd,
+            e.text()
+        ),
+        step => format!("{step} on m {} failed: {}", e.fd, e.text()),
+    })
 }
 
 /// The figures as the stats thread last saw them, and how to answer.
