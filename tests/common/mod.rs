@@ -4,12 +4,15 @@
 
 #![allow(dead_code)]
 
+// Temp dirs, ports and polling are the engine tests' harness's.
+#[path = "../support/mod.rs"]
+mod support;
+pub use support::{free_port, wait_until, TempDir, WAIT};
+
 use std::io::Read as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -21,56 +24,6 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "nutcracker-test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// Writes `text` to `name` inside the directory and returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.join(name);
-        std::fs::write(&p, text).expect("write temp file");
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// A loopback TCP port that was free a moment ago (bind to port 0, read it
-/// back, release it).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 /// A valid one-pool redis config listening on `listen_port`; the backend
 /// need not run (nothing connects without traffic or preconnect).
 pub fn redis_config(listen_port: u16) -> String {
@@ -79,23 +32,6 @@ pub fn redis_config(listen_port: u16) -> String {
         free_port()
     )
 }
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The default bound for anything a test waits on.
-pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Panics with `what` unless `cond` holds within [`WAIT`].
 pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
