@@ -103,6 +103,7 @@ impl Context {
                 authed: false,
                 held: 0,
                 paused: false,
+                hup: false,
             }));
             if self.register(key).is_err() {
                 let _ = self.conns.remove(key);

@@ -47,6 +47,8 @@ pub struct ClientConn {
     pub held: usize,
     /// Not read until `held` drains: it holds too much.
     pub paused: bool,
+    /// The peer closed its side or the socket failed (seen in an event).
+    pub hup: bool,
 }
 
 #[derive(Debug, Default)]

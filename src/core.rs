@@ -248,6 +248,12 @@ impl Context {
         match self.conns.get(key) {
             Some(Conn::Listener(_)) => self.accept(key),
             Some(Conn::Client(_)) => {
+                if hup {
+                    // Kept: a paused client reads this end only later.
+                    if let Some(Conn::Client(c)) = self.conns.get_mut(key) {
+                        c.hup = true;
+                    }
+                }
                 if readable {
                     self.client_read(key, hup);
                 }
@@ -297,7 +303,8 @@ impl Context {
             reuse(&mut self.dirty_clients, clients);
             if !self.resume.is_empty() {
                 for k in std::mem::take(&mut self.resume) {
-                    self.client_read(k, false);
+                    let hup = matches!(self.conns.get(k), Some(Conn::Client(c)) if c.hup);
+                    self.client_read(k, hup);
                 }
             }
         }

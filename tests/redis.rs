@@ -2091,3 +2091,25 @@ fn unix_socket_listener_and_backend() {
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client that sends more requests than it may have in flight (so the
+/// proxy pauses reading it) and then half-closes: every reply comes back,
+/// then the proxy closes too (the end of input seen while paused is kept).
+#[test]
+fn half_close_while_paused_gets_every_reply_then_eof() {
+    use std::io::{Read, Write};
+    let backend = Redis::start();
+    let proxy = Proxy::redis(&[&backend], &[], &[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let n = 5000;
+    let mut pipe = Vec::new();
+    for _ in 0..n {
+        pipe.extend(cmd(&["GET", "hc:missing"]));
+    }
+    s.write_all(&pipe).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("EOF from the proxy after the replies");
+    assert_eq!(got, b"$-1\r\n".repeat(n));
+}
