@@ -2101,7 +2101,8 @@ fn half_close_while_paused_gets_every_reply_then_eof() {
     let backend = Redis::start();
     let proxy = Proxy::redis(&[&backend], &[], &[]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let n = 5000;
     let mut pipe = Vec::new();
     for _ in 0..n {
@@ -2110,6 +2111,7 @@ fn half_close_while_paused_gets_every_reply_then_eof() {
     s.write_all(&pipe).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("EOF from the proxy after the replies");
+    s.read_to_end(&mut got)
+        .expect("EOF from the proxy after the replies");
     assert_eq!(got, b"$-1\r\n".repeat(n));
 }
