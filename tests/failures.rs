@@ -228,12 +228,6 @@ fn server_stat(json: &str, server: &str, name: &str) -> i64 {
     stat(block, name)
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// What must come back to its resting value after a fault.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Usage {

@@ -42,23 +42,6 @@ const PING_BOUND: Duration = Duration::from_millis(500);
 // ---------------------------------------------------------------------------
 // Observing the proxy
 
-/// Resident memory of `pid` in bytes (VmRSS), 0 when it is gone.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }

@@ -617,22 +617,6 @@ fn record_failure(tally: &Tally, t0: Instant, what: &str) {
 // ---------------------------------------------------------------------------
 // Observing the proxy
 
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn open_fds(pid: u32) -> i64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as i64)
-        .unwrap_or(0)
-}
-
 fn stat(json: &str, name: &str) -> i64 {
     stat_values(json, name)
         .first()
@@ -682,7 +666,7 @@ fn sample(p: &Proxy, tally: &Tally, t0: Instant) -> Sample {
         errors: tally.errors.load(Ordering::Relaxed),
         failures: tally.nfailures.load(Ordering::Relaxed),
         rss: rss(p.pid()),
-        fds: open_fds(p.pid()),
+        fds: open_fds(p.pid()) as i64,
         server_conns: stat_sum(&json, "server_connections"),
         clients: stat_sum(&json, "client_connections"),
         mbufs: stat(&json, "mbuf_allocated") - stat(&json, "mbuf_free"),

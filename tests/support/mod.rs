@@ -1340,3 +1340,21 @@ pub fn send_recv(port: u16, bytes: &[u8], until: Until) -> Vec<u8> {
     c.send(bytes);
     c.recv_until(until)
 }
+
+/// Resident memory of `pid` in bytes (VmRSS), 0 when it is gone.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Open file descriptors of `pid`, 0 when it is gone.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
