@@ -1,6 +1,7 @@
-//! Connection objects kept in the context's slab: pool listeners, clients
-//! and server connections. The slab key is the mio token.
+//! Connection objects kept in the context's arena: pool listeners, clients
+//! and server connections. A connection's [`ConnId`] is also its mio token.
 
+use crate::id::Id;
 use crate::inbuf::InBuf;
 use crate::msg::MsgId;
 use crate::net::{Listener, Stream};
@@ -8,7 +9,10 @@ use crate::proto::memcache::request::McReqParser;
 use crate::proto::memcache::response::McRspParser;
 use crate::proto::redis::request::ReqParser;
 use crate::proto::redis::response::RspParser;
+use crate::topology::{PoolId, ServerId};
 use std::collections::VecDeque;
+
+pub type ConnId = Id<Conn>;
 
 pub enum Conn {
     Listener(ListenerConn),
@@ -18,7 +22,10 @@ pub enum Conn {
 
 pub struct ListenerConn {
     pub sock: Listener,
-    pub pool: usize,
+    pub pool: PoolId,
+    /// An accept retry is already scheduled (after EMFILE): one per
+    /// listener, however many accepts failed.
+    pub retry_pending: bool,
 }
 
 /// A client's read side, taken out of the connection while its bytes are
@@ -32,7 +39,7 @@ pub struct ClientRx {
 
 pub struct ClientConn {
     pub sock: Stream,
-    pub pool: usize,
+    pub pool: PoolId,
     pub rx: ClientRx,
     /// Requests in arrival order; replies are written in this order.
     pub outq: VecDeque<MsgId>,
@@ -40,7 +47,8 @@ pub struct ClientConn {
     pub wsent: usize,
     /// The client closed its side: close once every reply is written.
     pub eof: bool,
-    /// Stop reading: a QUIT or a protocol error is queued.
+    /// Stop reading: a QUIT or a protocol error is queued, or the client's
+    /// pool went away or moved in a reload.
     pub closing: bool,
     pub authed: bool,
     /// Bytes of requests and replies this client holds (see `client.rs`).
@@ -49,6 +57,9 @@ pub struct ClientConn {
     pub paused: bool,
     /// The peer closed its side or the socket failed (seen in an event).
     pub hup: bool,
+    /// Its pool was removed or moved by a reload: read what it sent so
+    /// far, then close after the replies.
+    pub retiring: bool,
 }
 
 #[derive(Debug, Default)]
@@ -60,8 +71,7 @@ pub struct ServerRx {
 
 pub struct ServerConn {
     pub sock: Stream,
-    /// Pool-global server index.
-    pub server: usize,
+    pub server: ServerId,
     pub rx: ServerRx,
     /// Requests waiting to be written.
     pub inq: VecDeque<MsgId>,
@@ -70,4 +80,13 @@ pub struct ServerConn {
     /// Bytes of the front message of `inq` already written.
     pub wsent: usize,
     pub connected: bool,
+    /// Takes no new request (its server left the pool, or the settings it
+    /// was set up with changed): closed once its queues are empty.
+    pub draining: bool,
+}
+
+impl ServerConn {
+    pub fn idle(&self) -> bool {
+        self.inq.is_empty() && self.outq.is_empty()
+    }
 }

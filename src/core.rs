@@ -1,28 +1,40 @@
 //! The proxy context and its one event loop.
 //!
 //! ```text
-//!   client socket --read--> InBuf --parse--> request Msg --route--> server inq
+//!   client socket --read--> InBuf --parse--> request Msg --plan--> server inq
 //!        ^                                                            | writev
 //!        | writev (outq order)                                        v
 //!   client outq <--complete-- reply segs <--parse-- InBuf <--read-- server socket
 //! ```
 //!
-//! Everything lives in [`Context`]: the mio `Poll`, a slab of connections
-//! (keys are tokens), a slab of messages, the mbuf pool, the pools and
-//! servers, and the request deadlines. Each loop iteration handles the
-//! ready sockets, then flushes every connection that got something to send
-//! (one `writev` carries many queued messages), then expires deadlines.
+//! Everything lives in [`Context`]: the mio `Poll`, an arena of
+//! connections (their ids are the tokens), an arena of messages, the mbuf
+//! pool, the [`Topology`] (pools, servers and their tables) and the
+//! [`Timers`]. Each loop iteration handles the ready sockets, then flushes
+//! every connection that got something to send (one `writev` carries many
+//! queued messages), then fires the timers that are due, then acts on the
+//! signals that arrived. A reload replaces the topology at that point,
+//! between two events, so no request ever sees half of one.
+//!
+//! Where a request goes, file by file: `listener.rs` accepts,
+//! `client.rs` reads, parses and writes replies back, `plan.rs` decides
+//! (local reply, one server, fragments), `request.rs` carries the decision
+//! out and owns the request lifecycle, `server.rs` talks to the backends,
+//! `fragment.rs` merges split replies, `reload.rs` swaps the topology.
 
 use crate::conf::Conf;
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnId};
+use crate::id::Arena;
 use crate::mbuf::MbufPool;
-use crate::msg::{Frag, Msg, MsgId};
-use crate::server::{Pool, Server};
+use crate::msg::{Frag, Msg, MsgId, Origin};
+use crate::net::{IoVecs, IovBuf};
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
+use crate::timer::{TimerEvent, Timers};
+use crate::topology::{ServerId, Topology};
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Process-wide settings from the command line that the engine needs.
@@ -32,6 +44,9 @@ pub struct Settings {
     pub stats_addr: String,
     pub stats_port: u16,
     pub stats_interval_ms: u64,
+    /// The `-c` file as resolved at start (absolute, so a reload still
+    /// finds it after `-d` changed the directory to `/`).
+    pub conf_path: Option<PathBuf>,
 }
 
 pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
@@ -42,8 +57,8 @@ const EVENTS: usize = 1024;
 
 pub struct Context {
     pub poll: Poll,
-    pub conns: Slab<Conn>,
-    pub msgs: Slab<Msg>,
+    pub conns: Arena<Conn>,
+    pub msgs: Arena<Msg>,
     /// Freed messages kept for reuse.
     spare_msgs: Vec<Msg>,
     /// Fragment bookkeeping kept for reuse.
@@ -51,22 +66,15 @@ pub struct Context {
     /// Work space of the fragmenting and merging code.
     pub frag_scratch: FragScratch,
     pub mbufs: MbufPool,
-    pub pools: Vec<Pool>,
-    pub servers: Vec<Server>,
-    /// Request deadlines (SPEC 8.2), one queue per pool. Every request of a
-    /// pool has the same timeout, so deadlines enter each queue in order:
-    /// the front is the earliest. Entries of requests that finished are
-    /// skipped when they reach the front (their `seq` no longer matches).
-    pub timers: Vec<VecDeque<Deadline>>,
-    /// Sequence number of the next message, to tell stale deadlines.
-    pub next_seq: u64,
+    pub topo: Topology,
+    pub timers: Timers,
     /// Connections with bytes to write, flushed after the events.
-    pub dirty_clients: Vec<usize>,
-    pub dirty_servers: Vec<usize>,
+    pub dirty_clients: Vec<ConnId>,
+    pub dirty_servers: Vec<ConnId>,
     /// Paused clients that drained enough to be read again.
-    pub resume: Vec<usize>,
-    /// Reused `writev` vector (its pointers are only valid during a flush).
-    pub iov: Vec<libc::iovec>,
+    pub resume: Vec<ConnId>,
+    /// Reused `writev` vector.
+    pub iov: IovBuf,
     /// Scratch space for keys that span two mbufs.
     pub key_scratch: Vec<u8>,
     pub settings: Settings,
@@ -76,11 +84,12 @@ pub struct Context {
     pub stats: Option<StatsServer>,
     last_publish: Instant,
     /// Client connections open, and the most the open-file limit allows
-    /// (SPEC 10.2); more are accepted and closed at once.
+    /// (docs/compatibility.md, limits); more are accepted and closed at once.
     pub nclients: usize,
     pub max_clients: usize,
-    /// Listeners to accept on again once the time comes (after EMFILE).
-    pub accept_retry: Vec<(Instant, usize)>,
+    /// Successful and failed reloads (stats scalars).
+    pub reloads: u64,
+    pub reload_failures: u64,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -95,9 +104,9 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
         ctx.snapshot(),
     )?;
     ctx.stats = Some(stats);
-    ctx.preconnect();
-    ctx.listen()?;
-    // Listeners count as connections from the start (SPEC 9.4).
+    ctx.preconnect_all();
+    ctx.listen_all()?;
+    // Listeners count as connections from the start.
     ctx.publish_stats();
     ctx.poll
         .registry()
@@ -113,35 +122,32 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
 
 impl Context {
     pub fn new(conf: Conf, settings: Settings) -> io::Result<Context> {
+        let now = Instant::now();
         let mut ctx = Context {
             poll: Poll::new()?,
-            conns: Slab::new(),
-            msgs: Slab::new(),
+            conns: Arena::new(),
+            msgs: Arena::new(),
             spare_msgs: Vec::new(),
             spare_frags: Vec::new(),
             frag_scratch: FragScratch::default(),
             mbufs: MbufPool::new(settings.mbuf_size),
-            pools: Vec::new(),
-            servers: Vec::new(),
-            timers: Vec::new(),
-            next_seq: 0,
+            topo: Topology::new(conf.pools, now),
+            timers: Timers::default(),
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
             resume: Vec::new(),
-            iov: Vec::with_capacity(IOV_MAX),
+            iov: IovBuf::with_capacity(IOV_MAX),
             key_scratch: Vec::new(),
             settings,
-            now: Instant::now(),
+            now,
             total_conns: 0,
             stats: None,
-            last_publish: Instant::now(),
+            last_publish: now,
             nclients: 0,
             max_clients: usize::MAX,
-            accept_retry: Vec::new(),
+            reloads: 0,
+            reload_failures: 0,
         };
-        for pc in conf.pools {
-            ctx.add_pool(pc);
-        }
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)
     }
@@ -153,13 +159,7 @@ impl Context {
             let pending = !(self.resume.is_empty()
                 && self.dirty_clients.is_empty()
                 && self.dirty_servers.is_empty());
-            let next = self
-                .timers
-                .iter()
-                .filter_map(|q| q.front().map(|d| d.at))
-                .chain(self.accept_retry.iter().map(|&(t, _)| t))
-                .min();
-            let timeout = match next {
+            let timeout = match self.timers.next_due() {
                 _ if pending => Duration::ZERO,
                 Some(t) => t.saturating_duration_since(Instant::now()).min(wake_every),
                 None => wake_every,
@@ -178,23 +178,25 @@ impl Context {
                     continue;
                 }
                 let hup = ev.is_read_closed() || ev.is_error();
-                self.handle_event(tok.0, ev.is_readable() || hup, hup, ev.is_writable());
-            }
-            // Only when the self-pipe fired: draining it is a system call.
-            if signalled && crate::signal::handle_pending() {
-                return Ok(());
+                self.handle_event(
+                    ConnId::from_token(tok),
+                    ev.is_readable() || hup,
+                    hup,
+                    ev.is_writable(),
+                );
             }
             self.flush_dirty();
-            self.expire_timers();
-            if !self.accept_retry.is_empty() {
-                let now = self.now;
-                let (due, later): (Vec<_>, Vec<_>) =
-                    self.accept_retry.drain(..).partition(|&(t, _)| t <= now);
-                self.accept_retry = later;
-                for (_, lk) in due {
-                    self.accept(lk);
+            self.fire_timers();
+            // Only when the self-pipe fired: draining it is a system call.
+            if signalled {
+                let sig = crate::signal::handle_pending();
+                if sig.shutdown {
+                    return Ok(());
                 }
-                self.flush_dirty();
+                if sig.reload {
+                    self.reload();
+                    self.flush_dirty();
+                }
             }
             if self.now.duration_since(self.last_publish) >= wake_every {
                 self.publish_stats();
@@ -214,17 +216,19 @@ impl Context {
 
     pub fn snapshot(&self) -> Snapshot {
         let counts = self.mbufs.counts();
+        let topo = &self.topo;
         Snapshot {
-            pools: self
-                .pools
+            pools: topo
+                .order
                 .iter()
+                .filter_map(|&p| topo.pool(p))
                 .map(|p| PoolSnap {
                     name: p.conf.name.clone(),
                     values: p.stats.values(),
                     servers: p
                         .servers
                         .iter()
-                        .filter_map(|&s| self.servers.get(s))
+                        .filter_map(|&s| topo.server(s))
                         .map(|s| ServerSnap {
                             name: s.conf.name.clone(),
                             values: s.stats.values(),
@@ -239,39 +243,40 @@ impl Context {
                 allocated: counts.allocated,
                 free: counts.free,
             },
+            reloads: self.reloads,
+            reload_failures: self.reload_failures,
         }
     }
 
     /// `hup`: the peer closed or the socket failed; reads then go on until
     /// the end is seen (a short read is not taken as "nothing more").
-    fn handle_event(&mut self, key: usize, readable: bool, hup: bool, writable: bool) {
-        match self.conns.get(key) {
-            Some(Conn::Listener(_)) => self.accept(key),
-            Some(Conn::Client(_)) => {
+    fn handle_event(&mut self, id: ConnId, readable: bool, hup: bool, writable: bool) {
+        match self.conns.get_mut(id) {
+            Some(Conn::Listener(_)) => self.accept(id),
+            Some(Conn::Client(c)) => {
                 if hup {
                     // Kept: a paused client reads this end only later.
-                    if let Some(Conn::Client(c)) = self.conns.get_mut(key) {
-                        c.hup = true;
-                    }
+                    c.hup = true;
                 }
                 if readable {
-                    self.client_read(key, hup);
+                    self.client_read(id, hup);
                 }
                 if writable {
-                    self.dirty_clients.push(key);
+                    self.dirty_clients.push(id);
                 }
             }
             Some(Conn::Server(s)) => {
                 if !s.connected && (readable || writable) {
-                    self.server_connect_done(key);
+                    self.server_connect_done(id);
                 }
                 if readable {
-                    self.server_read(key, hup);
+                    self.server_read(id, hup);
                 }
                 if writable {
-                    self.dirty_servers.push(key);
+                    self.dirty_servers.push(id);
                 }
             }
+            // Closed earlier in this batch (the generation tells).
             None => {}
         }
     }
@@ -310,39 +315,68 @@ impl Context {
         }
     }
 
-    /// Closes the server connection of every request past its deadline;
-    /// drops the queue entries of requests that finished meanwhile.
-    fn expire_timers(&mut self) {
+    /// Acts on every timer that is due.
+    fn fire_timers(&mut self) {
         let now = Instant::now();
-        for p in 0..self.timers.len() {
-            while let Some(&Deadline { at, mid, seq }) = self.timers[p].front() {
-                let live = self
-                    .msgs
-                    .get(mid)
-                    .filter(|m| m.seq == seq && m.deadline.is_some());
-                let Some(m) = live else {
-                    self.timers[p].pop_front();
-                    continue;
-                };
-                if at > now {
-                    break;
-                }
-                self.timers[p].pop_front();
-                match m.server_conn {
-                    Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
-                    None => {
-                        if let Some(m) = self.msgs.get_mut(mid) {
-                            m.deadline = None;
-                        }
+        let mut fired = false;
+        while let Some(ev) = self.timers.pop_due(now) {
+            fired = true;
+            match ev {
+                TimerEvent::Deadline(mid, at) => self.deadline_passed(mid, at),
+                TimerEvent::ServerRetry(sid) => self.server_retry(sid),
+                TimerEvent::AcceptRetry(lid) => {
+                    if let Some(Conn::Listener(l)) = self.conns.get_mut(lid) {
+                        l.retry_pending = false;
                     }
+                    self.accept(lid);
                 }
             }
         }
-        self.flush_dirty();
+        if fired {
+            self.flush_dirty();
+        }
+    }
+
+    /// A request's deadline passed: its server connection is closed, which
+    /// fails everything on it (docs/compatibility.md, timeouts). An entry
+    /// for a request that finished, or whose deadline moved, is dropped.
+    fn deadline_passed(&mut self, mid: MsgId, at: Instant) {
+        let Some(m) = self.msgs.get_mut(mid) else {
+            return;
+        };
+        if m.deadline != Some(at) {
+            return;
+        }
+        match m.server_conn {
+            Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
+            None => m.deadline = None,
+        }
+    }
+
+    /// An ejected server's retry time came: it is live again in its pool's
+    /// table (the next request may go to it).
+    fn server_retry(&mut self, sid: ServerId) {
+        let Some(srv) = self.topo.server(sid) else {
+            return;
+        };
+        if srv.next_retry.is_none_or(|t| t > self.now) {
+            return;
+        }
+        let pid = srv.pool;
+        if let Some(srv) = self.topo.server_mut(sid) {
+            srv.next_retry = None;
+        }
+        self.rebuild_pool(pid);
+    }
+
+    /// Rebuilds a pool's table and schedules the next retry, if a server is
+    /// still ejected.
+    pub fn rebuild_pool(&mut self, pid: crate::topology::PoolId) {
+        let _ = self.topo.rebuild(pid, self.now);
     }
 
     /// The open-file soft limit less 32 and the pools' own descriptors.
-    fn client_limit(&self) -> usize {
+    pub fn client_limit(&self) -> usize {
         // SAFETY: a zeroed rlimit is a valid out-parameter.
         let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
         // SAFETY: valid out-pointer.
@@ -351,24 +385,19 @@ impl Context {
         {
             return usize::MAX;
         }
-        let reserved: usize = self
-            .pools
-            .iter()
-            .map(|p| p.conf.server_connections as usize * p.servers.len() + 1)
-            .sum();
+        let reserved = self.topo.reserved_fds();
         (rl.rlim_cur as usize).saturating_sub(32 + reserved).max(1)
     }
 
-    pub fn register(&mut self, key: usize) -> io::Result<()> {
+    pub fn register(&mut self, id: ConnId) -> io::Result<()> {
         self.total_conns += 1;
         let interest = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
-        match self.conns.get_mut(key) {
-            Some(Conn::Listener(l)) => {
-                registry.register(l.sock.source(), Token(key), Interest::READABLE)
-            }
-            Some(Conn::Client(c)) => registry.register(c.sock.source(), Token(key), interest),
-            Some(Conn::Server(s)) => registry.register(s.sock.source(), Token(key), interest),
+        let tok = id.token();
+        match self.conns.get_mut(id) {
+            Some(Conn::Listener(l)) => registry.register(l.sock.source(), tok, Interest::READABLE),
+            Some(Conn::Client(c)) => registry.register(c.sock.source(), tok, interest),
+            Some(Conn::Server(s)) => registry.register(s.sock.source(), tok, interest),
             None => Ok(()),
         }
     }
@@ -382,25 +411,18 @@ impl Context {
         };
     }
 
-    pub fn alloc_msg(&mut self, owner: Option<usize>) -> MsgId {
-        let mut m = match self.spare_msgs.pop() {
-            Some(mut m) => {
-                m.owner = owner;
-                m
-            }
-            None => Msg::new(owner),
-        };
-        self.next_seq += 1;
-        m.seq = self.next_seq;
+    pub fn alloc_msg(&mut self, origin: Origin) -> MsgId {
+        let mut m = self.spare_msgs.pop().unwrap_or_default();
+        m.origin = origin;
+        m.generation = self.topo.generation;
         self.msgs.insert(m)
     }
 
     /// Releases a message's bytes and forgets it (and its fragments).
     pub fn free_msg(&mut self, mid: MsgId) {
-        if !self.msgs.contains(mid) {
+        let Some(mut m) = self.msgs.remove(mid) else {
             return;
-        }
-        let mut m = self.msgs.remove(mid);
+        };
         self.mbufs.release_segs(&m.req);
         self.mbufs.release_segs(&m.rsp);
         if let Some(f) = m.frag.take() {
@@ -440,26 +462,18 @@ impl Context {
 #[derive(Debug, Default)]
 pub struct FragScratch {
     /// Server of each key, in request order.
-    pub key_server: Vec<usize>,
+    pub key_server: Vec<ServerId>,
     /// Distinct servers, one fragment each, in order of first appearance.
-    pub servers: Vec<usize>,
+    pub servers: Vec<ServerId>,
     /// The fragments made, with their servers.
-    pub children: Vec<(MsgId, usize)>,
+    pub children: Vec<(MsgId, ServerId)>,
     /// Per fragment: the next reply element to take when merging.
     pub next: Vec<usize>,
 }
 
-/// A request's deadline in its pool's queue.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline {
-    pub at: Instant,
-    pub mid: MsgId,
-    pub seq: u64,
-}
-
 /// Gives a drained work list's capacity back to `slot` unless new work was
 /// queued there meanwhile (no allocation per loop iteration).
-fn reuse(slot: &mut Vec<usize>, mut used: Vec<usize>) {
+fn reuse(slot: &mut Vec<ConnId>, mut used: Vec<ConnId>) {
     if slot.is_empty() {
         used.clear();
         *slot = used;
@@ -478,17 +492,16 @@ pub enum Side {
     Reply,
 }
 
-/// Fills `iov` (cleared first) with the bytes `queue` has to send, less the
-/// first `skip` already written, up to [`IOV_MAX`] segments.
-pub fn gather(
-    msgs: &Slab<Msg>,
-    mbufs: &MbufPool,
-    queue: &std::collections::VecDeque<MsgId>,
+/// Fills `iov` with the bytes `queue` has to send, less the first `skip`
+/// already written, up to [`IOV_MAX`] segments.
+pub fn gather<'a>(
+    msgs: &'a Arena<Msg>,
+    mbufs: &'a MbufPool,
+    queue: &VecDeque<MsgId>,
     mut skip: usize,
     side: Side,
-    iov: &mut Vec<libc::iovec>,
+    iov: &mut IoVecs<'a>,
 ) {
-    iov.clear();
     for &mid in queue {
         let Some(m) = msgs.get(mid) else {
             continue;
@@ -504,12 +517,9 @@ pub fn gather(
                 skip -= b.len();
                 continue;
             }
-            let b = &b[skip..];
+            let b = b.get(skip..).unwrap_or_default();
             skip = 0;
-            iov.push(libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            });
+            iov.push(b);
             if iov.len() == IOV_MAX {
                 return;
             }

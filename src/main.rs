@@ -136,8 +136,10 @@ fn run(opts: Options) -> i32 {
         }
     }
 
-    // The daemon runs in `/`, so the pid file path is fixed now.
+    // The daemon runs in `/`, so the pid file path is fixed now, and so is
+    // the configuration's, which a reload reads again.
     let pid_path = opts.pid_file.as_deref().map(daemon::absolute);
+    let conf_path = daemon::absolute(&opts.conf_file);
     if opts.daemonize {
         if let Err(e) = daemon::daemonize() {
             log_error!("daemonize failed: {}", log::strerror(&e));
@@ -184,6 +186,7 @@ fn run(opts: Options) -> i32 {
         stats_addr: opts.stats_addr,
         stats_port: opts.stats_port,
         stats_interval_ms: opts.stats_interval_ms,
+        conf_path: Some(conf_path),
     };
     match core::run(conf, settings) {
         Ok(()) => state.finish(0),

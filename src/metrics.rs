@@ -3,8 +3,9 @@
 //! C binary prints them.
 //!
 //! Everything that names a metric is generated from these two tables: the
-//! `-D` text ([`describe`]), and the stats engine's counters and JSON, which
-//! index the tables by position. Changing the order here changes the JSON
+//! `-D` text ([`describe`]), the structs the engine counts in
+//! ([`PoolStats`], [`ServerStats`], one field per metric), and the stats
+//! JSON and Prometheus text, which index the tables by position. Changing the order here changes the JSON
 //! layout, which dashboards parse, so the order is the C order and is pinned
 //! by the tests below.
 
@@ -33,60 +34,65 @@ const fn metric(name: &'static str, kind: MetricKind, desc: &'static str) -> Met
 
 use MetricKind::{Counter, Gauge, Timestamp};
 
-/// Per-pool metrics, in JSON and `-D` order.
-pub static POOL_METRICS: &[Metric] = &[
-    metric("client_eof", Counter, "# eof on client connections"),
-    metric("client_err", Counter, "# errors on client connections"),
-    metric("client_connections", Gauge, "# active client connections"),
-    metric(
-        "server_ejects",
-        Counter,
-        "# times backend server was ejected",
-    ),
-    metric(
-        "forward_error",
-        Counter,
-        "# times we encountered a forwarding error",
-    ),
-    metric(
-        "fragments",
-        Counter,
-        "# fragments created from a multi-vector request",
-    ),
-];
+/// Declares a metric table and the struct the engine counts it in, from one
+/// list: the struct's fields are the metrics, in table order, so a metric
+/// cannot be named without being counted, or counted without a name.
+macro_rules! metric_table {
+    ($(#[$doc:meta])* $table:ident, $(#[$sdoc:meta])* $stats:ident {
+        $($field:ident: $kind:ident, $desc:expr;)*
+    }) => {
+        $(#[$doc])*
+        pub static $table: &[Metric] = &[$(metric(stringify!($field), $kind, $desc)),*];
 
-/// Per-server metrics, in JSON and `-D` order.
-pub static SERVER_METRICS: &[Metric] = &[
-    metric("server_eof", Counter, "# eof on server connections"),
-    metric("server_err", Counter, "# errors on server connections"),
-    metric(
-        "server_timedout",
-        Counter,
-        "# timeouts on server connections",
-    ),
-    metric("server_connections", Gauge, "# active server connections"),
-    metric(
-        "server_ejected_at",
-        Timestamp,
-        "timestamp when server was ejected in usec since epoch",
-    ),
-    metric("requests", Counter, "# requests"),
-    metric("request_bytes", Counter, "total request bytes"),
-    metric("responses", Counter, "# responses"),
-    metric("response_bytes", Counter, "total response bytes"),
-    metric("in_queue", Gauge, "# requests in incoming queue"),
-    metric(
-        "in_queue_bytes",
-        Gauge,
-        "current request bytes in incoming queue",
-    ),
-    metric("out_queue", Gauge, "# requests in outgoing queue"),
-    metric(
-        "out_queue_bytes",
-        Gauge,
-        "current request bytes in outgoing queue",
-    ),
-];
+        $(#[$sdoc])*
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub struct $stats {
+            $(pub $field: i64,)*
+        }
+
+        impl $stats {
+            /// Values in table order: the table decides the JSON order.
+            pub fn values(&self) -> Vec<i64> {
+                vec![$(self.$field),*]
+            }
+        }
+    };
+}
+
+metric_table! {
+    /// Per-pool metrics, in JSON and `-D` order.
+    POOL_METRICS,
+    /// A pool's counters, one field per entry of [`POOL_METRICS`].
+    PoolStats {
+        client_eof: Counter, "# eof on client connections";
+        client_err: Counter, "# errors on client connections";
+        client_connections: Gauge, "# active client connections";
+        server_ejects: Counter, "# times backend server was ejected";
+        forward_error: Counter, "# times we encountered a forwarding error";
+        fragments: Counter, "# fragments created from a multi-vector request";
+    }
+}
+
+metric_table! {
+    /// Per-server metrics, in JSON and `-D` order.
+    SERVER_METRICS,
+    /// A server's counters, one field per entry of [`SERVER_METRICS`].
+    ServerStats {
+        server_eof: Counter, "# eof on server connections";
+        server_err: Counter, "# errors on server connections";
+        server_timedout: Counter, "# timeouts on server connections";
+        server_connections: Gauge, "# active server connections";
+        server_ejected_at: Timestamp, "timestamp when server was ejected in usec since epoch";
+        requests: Counter, "# requests";
+        request_bytes: Counter, "total request bytes";
+        responses: Counter, "# responses";
+        response_bytes: Counter, "total response bytes";
+        in_queue: Gauge, "# requests in incoming queue";
+        in_queue_bytes: Gauge, "current request bytes in incoming queue";
+        out_queue: Gauge, "# requests in outgoing queue";
+        out_queue_bytes: Gauge, "current request bytes in outgoing queue";
+    }
+}
 
 /// Position of a pool metric in [`POOL_METRICS`], for engine code that wants
 /// a named index rather than a magic number.
@@ -216,6 +222,24 @@ mod tests {
         // Ends with the last entry's newline, no trailing blank line.
         assert_eq!(lines.len(), 23);
         assert_eq!(lines[22], "");
+    }
+
+    #[test]
+    fn structs_follow_the_tables() {
+        let pool = PoolStats {
+            fragments: 6,
+            client_eof: 1,
+            ..PoolStats::default()
+        };
+        assert_eq!(pool.values().len(), POOL_METRICS.len());
+        assert_eq!(pool.values()[0], 1);
+        assert_eq!(pool.values()[pool_index("fragments").unwrap_or(99)], 6);
+        let server = ServerStats {
+            out_queue_bytes: 13,
+            ..ServerStats::default()
+        };
+        assert_eq!(server.values().len(), SERVER_METRICS.len());
+        assert_eq!(server.values()[12], 13);
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! Messages: a request and, once it has one, its reply.
 //!
-//! A request is born when a client's parser completes it; it is held by its
-//! client's out queue (which keeps reply order) and, while forwarded, by a
-//! server connection's in queue (to send) or out queue (sent, awaiting the
-//! reply). It is freed when neither holds it. A multi-key request that spans
-//! servers becomes a parent whose fragments are the messages that travel;
-//! the parent is done when every fragment is.
+//! Every message has one [`Origin`]: who consumes its reply. A client's
+//! request is born when the client's parser completes it; it is held by
+//! the client's out queue (which keeps reply order) and, while forwarded,
+//! by a server connection's in queue (to send) or out queue (sent, awaiting
+//! the reply). It is freed when neither holds it. A multi-key request that
+//! spans servers becomes a parent whose fragments (origin
+//! [`Origin::Fragment`]) are the messages that travel; the parent is done
+//! when every fragment is. The proxy's own requests (AUTH and SELECT on a
+//! new server connection, and the later probes and data moves) have origin
+//! [`Origin::Internal`]: the engine consumes their replies itself.
+//! `request.rs` owns the lifecycle: what happens when a message completes
+//! depends only on its origin.
 //!
 //! Bytes are never owned by a message: `req` and `rsp` are segments into
 //! reference-counted mbufs (see `mbuf.rs`).
@@ -17,10 +23,35 @@
     clippy::indexing_slicing
 )]
 
+use crate::conn::ConnId;
+use crate::id::Id;
 use crate::mbuf::Seg;
+use crate::topology::ServerId;
 use std::time::Instant;
 
-pub type MsgId = usize;
+pub type MsgId = Id<Msg>;
+
+/// Who waits for a message's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client; the message sits in its out queue.
+    Client(ConnId),
+    /// One fragment of a split request: the parent message.
+    Fragment(MsgId),
+    /// The proxy's own request; the engine consumes the reply.
+    Internal(Internal),
+    /// Its client went away: the reply, when it comes, is dropped.
+    Orphan,
+}
+
+/// The kinds of request the proxy sends for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// `redis_auth` on a new server connection.
+    Auth,
+    /// `redis_db` on a new server connection (its failure is logged).
+    Select,
+}
 
 /// What the client gets back for a multi-key request split over servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +96,13 @@ pub struct Msg {
     pub integer: Option<i64>,
     /// The reply is not what a fragment of this kind expects.
     pub bad_reply: bool,
-    /// Client connection key while a client waits for this message.
-    pub owner: Option<usize>,
-    /// Server connection key while queued or in flight there.
-    pub server_conn: Option<usize>,
-    /// Server index (pool-global) this request was routed to.
-    pub server: Option<usize>,
-    pub parent: Option<MsgId>,
+    pub origin: Origin,
+    /// Server connection while queued or in flight there.
+    pub server_conn: Option<ConnId>,
+    /// The server this request was routed to.
+    pub server: Option<ServerId>,
+    /// The topology generation the request was routed under.
+    pub generation: u64,
     pub frag: Option<Box<Frag>>,
     /// Reply attached (or error set): ready to be written to the client.
     pub done: bool,
@@ -79,18 +110,12 @@ pub struct Msg {
     pub err: i32,
     /// memcached `noreply`: nothing is written back.
     pub noreply: bool,
-    /// Sent by the proxy itself (AUTH/SELECT): the reply is discarded.
-    pub internal: bool,
-    /// redis_db's SELECT (its failure is logged).
-    pub is_select: bool,
     /// Close the client once this message's reply is written (QUIT,
     /// protocol error, MGET fragment failure).
     pub close_after: bool,
     pub deadline: Option<Instant>,
     /// Bytes counted in the owner's `held` for this message.
     pub held: usize,
-    /// Unique per allocation: tells a reused slab slot from the original.
-    pub seq: u64,
 }
 
 impl Frag {
@@ -105,8 +130,14 @@ impl Frag {
     }
 }
 
+impl Default for Msg {
+    fn default() -> Msg {
+        Msg::new()
+    }
+}
+
 impl Msg {
-    pub fn new(owner: Option<usize>) -> Msg {
+    pub fn new() -> Msg {
         Msg {
             req: Vec::new(),
             req_len: 0,
@@ -115,20 +146,17 @@ impl Msg {
             val_keys: Vec::new(),
             integer: None,
             bad_reply: false,
-            owner,
+            origin: Origin::Orphan,
             server_conn: None,
             server: None,
-            parent: None,
+            generation: 0,
             frag: None,
             done: false,
             err: 0,
             noreply: false,
-            internal: false,
-            is_select: false,
             close_after: false,
             deadline: None,
             held: 0,
-            seq: 0,
         }
     }
 
@@ -148,8 +176,28 @@ impl Msg {
             rsp,
             elems,
             val_keys,
-            ..Msg::new(None)
+            ..Msg::new()
         };
+    }
+
+    /// The client waiting for this message, if a client does.
+    pub fn client(&self) -> Option<ConnId> {
+        match self.origin {
+            Origin::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The parent of a fragment.
+    pub fn parent(&self) -> Option<MsgId> {
+        match self.origin {
+            Origin::Fragment(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn is_internal(&self) -> bool {
+        matches!(self.origin, Origin::Internal(_))
     }
 
     pub fn rsp_len(&self) -> usize {

@@ -62,14 +62,18 @@ impl Stream {
         }
     }
 
-    pub fn writev(&self, iov: &[libc::iovec]) -> IoStep {
-        if iov.is_empty() {
+    /// Writes the gathered slices with one `writev`. Taking [`IoVecs`]
+    /// (which only safe code fills, from live slices) rather than raw
+    /// iovecs makes a dangling pointer impossible from safe code.
+    pub fn writev(&self, iov: &IoVecs<'_>) -> IoStep {
+        let v = iov.as_slice();
+        if v.is_empty() {
             return IoStep::Done(0);
         }
         loop {
-            // SAFETY: every iovec points into a live mbuf chunk for the
-            // duration of the call (the caller holds the pool borrow).
-            let n = unsafe { libc::writev(self.fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+            // SAFETY: every iovec was made from a slice that `iov` borrows
+            // for its whole lifetime, so each points to live bytes.
+            let n = unsafe { libc::writev(self.fd(), v.as_ptr(), v.len() as libc::c_int) };
             if n >= 0 {
                 return IoStep::Done(n as usize);
             }
@@ -96,6 +100,66 @@ impl Stream {
             Stream::Tcp(s) => s.peer_addr().map(|_| ()),
             Stream::Unix(s) => s.peer_addr().map(|_| ()),
         }
+    }
+}
+
+/// Reusable storage for a `writev` vector. Its capacity survives from one
+/// write to the next (no allocation per write); [`IovBuf::start`] lends it
+/// out as an [`IoVecs`] for one gathering.
+#[derive(Default)]
+pub struct IovBuf {
+    // Always empty between gatherings: no pointer outlives its slice.
+    spare: Vec<libc::iovec>,
+}
+
+impl IovBuf {
+    pub fn with_capacity(n: usize) -> IovBuf {
+        IovBuf {
+            spare: Vec::with_capacity(n),
+        }
+    }
+
+    /// An empty vector of slices that live at least as long as `'a`.
+    pub fn start<'a>(&'a mut self) -> IoVecs<'a> {
+        self.spare.clear();
+        IoVecs {
+            v: &mut self.spare,
+            _bytes: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Slices gathered for one `writev`, each borrowed for `'a`.
+pub struct IoVecs<'a> {
+    v: &'a mut Vec<libc::iovec>,
+    _bytes: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> IoVecs<'a> {
+    pub fn push(&mut self, b: &'a [u8]) {
+        self.v.push(libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    fn as_slice(&self) -> &[libc::iovec] {
+        self.v
+    }
+}
+
+impl Drop for IoVecs<'_> {
+    fn drop(&mut self) {
+        // The pointers die with the borrow.
+        self.v.clear();
     }
 }
 

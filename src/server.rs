@@ -1,229 +1,61 @@
-//! Server pools and backend connections: routing a key to a server,
-//! connecting, sending queued requests, reading replies, and the failure
-//! path (close, fail what was queued, count, eject, rebuild the table).
+//! Backend connections: connecting (with the proxy's own AUTH and SELECT
+//! first), sending queued requests, reading replies and handing each to the
+//! request it answers, and the failure path (close, fail what was queued,
+//! count, eject). Which server a key goes to is the topology's business
+//! (`topology.rs`); this file only talks to the server it is given.
 //!
 //! A request enters a server connection's `inq`; once written it moves to
 //! `outq`; the next reply parsed on that connection belongs to the front of
-//! `outq` (redis and memcached answer in order).
+//! `outq` (redis and memcached answer in order). A connection marked
+//! `draining` (its server left the pool, or the pool's connection settings
+//! changed in a reload) takes no new request and closes once both queues
+//! are empty.
 
-use crate::conf::{Listen, PoolConf, ServerAddr, ServerConf};
-use crate::conn::{Conn, ListenerConn, ServerConn, ServerRx};
-use crate::core::{gather, Context, Deadline, Side, IOV_MAX};
-use crate::hashkit::{self, Selector, ServerSpec};
-use crate::metrics::{POOL_METRICS, SERVER_METRICS};
-use crate::msg::MsgId;
-use crate::net::{self, IoStep, Listener, Stream};
+use crate::conf::ServerAddr;
+use crate::conn::{Conn, ConnId, ServerConn, ServerRx};
+use crate::core::{gather, Context, Side, IOV_MAX};
+use crate::msg::{Internal, MsgId, Origin};
+use crate::net::{self, IoStep, Stream};
 use crate::proto::memcache::response::{McRspKind, McRspParser, McValue, Progress as McProgress};
 use crate::proto::redis::response::{Progress, RspKind, RspParser};
+use crate::timer::TimerEvent;
+use crate::topology::{PoolId, ServerId};
 use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
-use std::time::{Duration, Instant, SystemTime};
-
-pub struct Pool {
-    pub conf: PoolConf,
-    /// Pool-global indices into `Context::servers`, in sorted-name order.
-    pub servers: Vec<usize>,
-    pub selector: Selector,
-    /// Earliest retry time of an ejected server (auto_eject_hosts).
-    pub next_rebuild: Option<Instant>,
-    pub nclients: usize,
-    pub stats: PoolStats,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct PoolStats {
-    pub client_eof: i64,
-    pub client_err: i64,
-    pub client_connections: i64,
-    pub server_ejects: i64,
-    pub forward_error: i64,
-    pub fragments: i64,
-}
-
-impl PoolStats {
-    /// Values in `metrics::POOL_METRICS` order: the table decides the order.
-    pub fn values(&self) -> Vec<i64> {
-        POOL_METRICS.iter().map(|m| self.get(m.name)).collect()
-    }
-
-    fn get(&self, name: &str) -> i64 {
-        match name {
-            "client_eof" => self.client_eof,
-            "client_err" => self.client_err,
-            "client_connections" => self.client_connections,
-            "server_ejects" => self.server_ejects,
-            "forward_error" => self.forward_error,
-            "fragments" => self.fragments,
-            _ => 0,
-        }
-    }
-}
-
-pub struct Server {
-    pub pool: usize,
-    pub conf: ServerConf,
-    pub conns: Vec<usize>,
-    /// Round-robin cursor over `conns` once all exist.
-    pub rr: usize,
-    pub failures: u32,
-    /// Ejected until then.
-    pub next_retry: Option<Instant>,
-    pub stats: ServerStats,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct ServerStats {
-    pub server_eof: i64,
-    pub server_err: i64,
-    pub server_timedout: i64,
-    pub server_connections: i64,
-    pub server_ejected_at: i64,
-    pub requests: i64,
-    pub request_bytes: i64,
-    pub responses: i64,
-    pub response_bytes: i64,
-    pub in_queue: i64,
-    pub in_queue_bytes: i64,
-    pub out_queue: i64,
-    pub out_queue_bytes: i64,
-}
-
-impl ServerStats {
-    /// Values in `metrics::SERVER_METRICS` order: the table decides the
-    /// order.
-    pub fn values(&self) -> Vec<i64> {
-        SERVER_METRICS.iter().map(|m| self.get(m.name)).collect()
-    }
-
-    fn get(&self, name: &str) -> i64 {
-        match name {
-            "server_eof" => self.server_eof,
-            "server_err" => self.server_err,
-            "server_timedout" => self.server_timedout,
-            "server_connections" => self.server_connections,
-            "server_ejected_at" => self.server_ejected_at,
-            "requests" => self.requests,
-            "request_bytes" => self.request_bytes,
-            "responses" => self.responses,
-            "response_bytes" => self.response_bytes,
-            "in_queue" => self.in_queue,
-            "in_queue_bytes" => self.in_queue_bytes,
-            "out_queue" => self.out_queue,
-            "out_queue_bytes" => self.out_queue_bytes,
-            _ => 0,
-        }
-    }
-}
+use std::time::{Duration, SystemTime};
 
 impl Context {
-    pub fn add_pool(&mut self, conf: PoolConf) {
-        let pidx = self.pools.len();
-        let mut idx = Vec::new();
-        for sc in &conf.servers {
-            idx.push(self.servers.len());
-            self.servers.push(Server {
-                pool: pidx,
-                conf: sc.clone(),
-                conns: Vec::new(),
-                rr: 0,
-                failures: 0,
-                next_retry: None,
-                stats: ServerStats::default(),
-            });
-        }
-        let selector = Selector::build(conf.distribution, &[]);
-        self.pools.push(Pool {
-            conf,
-            servers: idx,
-            selector,
-            next_rebuild: None,
-            nclients: 0,
-            stats: PoolStats::default(),
-        });
-        self.rebuild(pidx);
-    }
-
-    pub fn rebuild(&mut self, pidx: usize) {
-        if let Some(pool) = self.pools.get_mut(pidx) {
-            rebuild_pool(pool, &self.servers, self.now);
+    /// Connects to every server of the pools with `preconnect: true`.
+    pub fn preconnect_all(&mut self) {
+        for pid in self.topo.order.clone() {
+            self.preconnect(pid);
         }
     }
 
-    pub fn listen(&mut self) -> Result<(), String> {
-        for pidx in 0..self.pools.len() {
-            let conf = &self.pools[pidx].conf;
-            let sock = match &conf.listen {
-                Listen::Tcp(addr) => net::tcp_listen(*addr, conf.backlog, conf.reuseport)
-                    .map(Listener::Tcp)
-                    .map_err(|e| {
-                        format!(
-                            "{} on p {} to addr '{}' failed: {}",
-                            e.step,
-                            e.fd,
-                            conf.listen_str,
-                            e.text()
-                        )
-                    }),
-                Listen::Unix { path, perm } => {
-                    let _ = std::fs::remove_file(path);
-                    let l = mio::net::UnixListener::bind(path).map_err(|e| {
-                        format!(
-                            "bind on p to addr '{}' failed: {}",
-                            conf.listen_str,
-                            net::strerror(e.raw_os_error().unwrap_or(0))
-                        )
-                    })?;
-                    if *perm != 0 {
-                        use std::os::unix::fs::PermissionsExt;
-                        std::fs::set_permissions(path, std::fs::Permissions::from_mode(*perm))
-                            .map_err(|e| format!("chmod of '{path}' failed: {e}"))?;
-                    }
-                    Ok(Listener::Unix(l))
-                }
-            }?;
-            let name = conf.name.clone();
-            let listen_str = conf.listen_str.clone();
-            let key = self
-                .conns
-                .insert(Conn::Listener(ListenerConn { sock, pool: pidx }));
-            self.register(key)
-                .map_err(|e| format!("registering listener failed: {e}"))?;
-            crate::log_notice!(
-                "p {} listening on '{}' in {} pool '{}' with {} servers",
-                key,
-                listen_str,
-                if self.pools[pidx].conf.redis {
-                    "redis"
-                } else {
-                    "memcache"
-                },
-                name,
-                self.pools[pidx].servers.len()
-            );
+    pub fn preconnect(&mut self, pid: PoolId) {
+        let Some(pool) = self.topo.pool(pid) else {
+            return;
+        };
+        if !pool.conf.preconnect {
+            return;
         }
-        Ok(())
-    }
-
-    pub fn preconnect(&mut self) {
-        for pidx in 0..self.pools.len() {
-            if !self.pools[pidx].conf.preconnect {
-                continue;
-            }
-            for s in self.pools[pidx].servers.clone() {
-                if self.servers[s].conns.is_empty() {
-                    let _ = self.server_connect(s);
-                }
+        for s in pool.servers.clone() {
+            let none = self
+                .topo
+                .server(s)
+                .is_some_and(|srv| srv.conns.iter().all(|&k| self.is_draining(k)));
+            if none {
+                let _ = self.server_connect(s);
             }
         }
     }
 
-    /// Picks the server for `key` in pool `pidx` (see [`route`]).
-    pub fn route(&mut self, pidx: usize, key: &[u8]) -> Result<usize, i32> {
-        route(&mut self.pools, &self.servers, self.now, pidx, key)
+    fn is_draining(&self, sk: ConnId) -> bool {
+        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining)
     }
 
     /// Queues request `mid` on a connection to server `s`.
-    pub fn forward(&mut self, mid: MsgId, s: usize) {
+    pub fn forward(&mut self, mid: MsgId, s: ServerId) {
         let sk = match self.server_conn(s) {
             Ok(sk) => sk,
             Err(errno) => {
@@ -231,7 +63,7 @@ impl Context {
                 return;
             }
         };
-        let timeout = self.pools[self.servers[s].pool].conf.timeout_ms;
+        let timeout = self.topo.server_pool(s).and_then(|p| p.conf.timeout_ms);
         let Some(m) = self.msgs.get_mut(mid) else {
             return;
         };
@@ -239,21 +71,15 @@ impl Context {
         m.server_conn = Some(sk);
         let bytes = m.req_len as i64;
         if let (Some(ms), false) = (timeout, m.noreply) {
-            let at = self.now + Duration::from_millis(ms);
-            m.deadline = Some(at);
-            let pidx = self.servers[s].pool;
-            if self.timers.len() <= pidx {
-                self.timers.resize_with(pidx + 1, VecDeque::new);
-            }
-            self.timers[pidx].push_back(Deadline {
-                at,
-                mid,
-                seq: m.seq,
-            });
+            m.deadline = Some(
+                self.timers
+                    .deadline(self.now, Duration::from_millis(ms), mid),
+            );
         }
-        let st = &mut self.servers[s].stats;
-        st.in_queue += 1;
-        st.in_queue_bytes += bytes;
+        if let Some(srv) = self.topo.server_mut(s) {
+            srv.stats.in_queue += 1;
+            srv.stats.in_queue_bytes += bytes;
+        }
         if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
             c.inq.push_back(mid);
         }
@@ -261,25 +87,37 @@ impl Context {
     }
 
     /// A connection to server `s`: a new one while fewer than
-    /// `server_connections` exist, else the next in turn.
-    fn server_conn(&mut self, s: usize) -> Result<usize, i32> {
-        let max = self.pools[self.servers[s].pool]
-            .conf
-            .server_connections
-            .max(1) as usize;
-        let srv = &mut self.servers[s];
-        if srv.conns.len() >= max {
+    /// `server_connections` exist, else the next in turn. Draining
+    /// connections are not counted and get nothing new.
+    fn server_conn(&mut self, s: ServerId) -> Result<ConnId, i32> {
+        let max = self
+            .topo
+            .server_pool(s)
+            .map_or(1, |p| p.conf.server_connections.max(1) as usize);
+        let conns = &self.conns;
+        let srv = self.topo.server_mut(s).ok_or(libc::EINVAL)?;
+        let live: Vec<ConnId> = srv
+            .conns
+            .iter()
+            .copied()
+            .filter(|&k| !matches!(conns.get(k), Some(Conn::Server(c)) if c.draining))
+            .collect();
+        if live.len() >= max {
             // Least recently used first: the connections in creation order.
-            let k = srv.conns[srv.rr % srv.conns.len()];
-            srv.rr = (srv.rr + 1) % srv.conns.len();
-            return Ok(k);
+            let k = live.get(srv.rr % live.len()).copied();
+            srv.rr = (srv.rr + 1) % live.len();
+            return k.ok_or(libc::EINVAL);
         }
         self.server_connect(s)
     }
 
-    fn server_connect(&mut self, s: usize) -> Result<usize, i32> {
-        let pidx = self.servers[s].pool;
-        let sock = match &self.servers[s].conf.addr {
+    fn server_connect(&mut self, s: ServerId) -> Result<ConnId, i32> {
+        let (Some(srv), Some(pool)) = (self.topo.server(s), self.topo.server_pool(s)) else {
+            return Err(libc::EINVAL);
+        };
+        let keepalive = pool.conf.tcpkeepalive;
+        let (auth, db) = (pool.conf.redis_auth.clone(), pool.conf.redis_db);
+        let sock = match &srv.conf.addr {
             ServerAddr::Tcp { host, port } => {
                 let addr = match (host.as_str(), *port)
                     .to_socket_addrs()
@@ -299,7 +137,7 @@ impl Context {
                 match mio::net::TcpStream::connect(addr) {
                     Ok(t) => {
                         let _ = t.set_nodelay(true);
-                        if self.pools[pidx].conf.tcpkeepalive {
+                        if keepalive {
                             let _ = net::set_int_opt(
                                 std::os::fd::AsRawFd::as_raw_fd(&t),
                                 libc::SOL_SOCKET,
@@ -331,56 +169,48 @@ impl Context {
             outq: VecDeque::new(),
             wsent: 0,
             connected: false,
+            draining: false,
         };
-        // AUTH goes before SELECT (SPEC section 0), both ahead of any request.
-        let (auth, db) = (
-            self.pools[pidx].conf.redis_auth.clone(),
-            self.pools[pidx].conf.redis_db,
-        );
+        // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
+        // request.
         if let Some(pw) = auth {
-            let mid = self.internal_msg(&[b"AUTH", pw.as_bytes()], false);
+            let mid = self.internal_msg(&[b"AUTH", pw.as_bytes()], Internal::Auth);
             conn.inq.push_back(mid);
         }
         if db > 0 {
-            let mid = self.internal_msg(&[b"SELECT", db.to_string().as_bytes()], true);
+            let mid = self.internal_msg(&[b"SELECT", db.to_string().as_bytes()], Internal::Select);
             conn.inq.push_back(mid);
         }
+        let queued: Vec<MsgId> = conn.inq.iter().copied().collect();
         let key = self.conns.insert(Conn::Server(conn));
         if let Err(e) = self.register(key) {
             self.server_close(key, e.raw_os_error().unwrap_or(libc::EINVAL), false);
             return Err(libc::EINVAL);
         }
-        for mid in self.server_inq(key) {
+        for mid in queued {
             if let Some(m) = self.msgs.get_mut(mid) {
                 m.server_conn = Some(key);
             }
         }
-        self.servers[s].conns.push(key);
+        if let Some(srv) = self.topo.server_mut(s) {
+            srv.conns.push(key);
+        }
         Ok(key)
     }
 
-    fn server_inq(&self, key: usize) -> Vec<MsgId> {
-        match self.conns.get(key) {
-            Some(Conn::Server(c)) => c.inq.iter().copied().collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn internal_msg(&mut self, args: &[&[u8]], is_select: bool) -> MsgId {
+    /// A request of the proxy's own, whose reply the engine consumes.
+    pub fn internal_msg(&mut self, args: &[&[u8]], kind: Internal) -> MsgId {
         let mut wire = Vec::new();
         crate::proto::redis::write_command(&mut wire, args);
-        let mid = self.alloc_msg(None);
-        let mut segs = Vec::new();
-        self.mbufs.push_bytes(&wire, &mut segs);
-        let m = &mut self.msgs[mid];
-        m.req = segs;
-        m.req_len = wire.len();
-        m.internal = true;
-        m.is_select = is_select;
+        let mid = self.alloc_msg(Origin::Internal(kind));
+        if let Some(m) = self.msgs.get_mut(mid) {
+            self.mbufs.push_bytes(&wire, &mut m.req);
+            m.req_len = wire.len();
+        }
         mid
     }
 
-    pub fn server_connect_done(&mut self, sk: usize) {
+    pub fn server_connect_done(&mut self, sk: ConnId) {
         let Some(Conn::Server(c)) = self.conns.get(sk) else {
             return;
         };
@@ -401,29 +231,38 @@ impl Context {
         if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
             c.connected = true;
         }
-        self.servers[s].stats.server_connections += 1;
+        if let Some(srv) = self.topo.server_mut(s) {
+            srv.stats.server_connections += 1;
+        }
         self.dirty_servers.push(sk);
     }
 
     /// Writes as much of the in queue as the socket takes, in one `writev`
     /// per round, moving written requests to the out queue.
-    pub fn server_flush(&mut self, sk: usize) {
-        let mut iov = std::mem::take(&mut self.iov);
-        self.server_flush_with(sk, &mut iov);
-        self.iov = iov;
-    }
-
-    fn server_flush_with(&mut self, sk: usize, iov: &mut Vec<libc::iovec>) {
+    pub fn server_flush(&mut self, sk: ConnId) {
         loop {
             let Some(Conn::Server(c)) = self.conns.get(sk) else {
                 return;
             };
             if !c.connected || c.inq.is_empty() {
+                if c.draining && c.idle() {
+                    self.server_close(sk, 0, false);
+                }
                 return;
             }
-            gather(&self.msgs, &self.mbufs, &c.inq, c.wsent, Side::Request, iov);
+            let mut iov = self.iov.start();
+            gather(
+                &self.msgs,
+                &self.mbufs,
+                &c.inq,
+                c.wsent,
+                Side::Request,
+                &mut iov,
+            );
             let full = iov.len() == IOV_MAX;
-            match c.sock.writev(iov) {
+            let step = c.sock.writev(&iov);
+            drop(iov);
+            match step {
                 IoStep::Done(n) => {
                     self.server_advance(sk, n);
                     if !full {
@@ -445,7 +284,7 @@ impl Context {
         }
     }
 
-    fn server_advance(&mut self, sk: usize, mut n: usize) {
+    fn server_advance(&mut self, sk: ConnId, mut n: usize) {
         loop {
             let Some(Conn::Server(c)) = self.conns.get_mut(sk) else {
                 return;
@@ -464,26 +303,25 @@ impl Context {
             let (noreply, internal) = self
                 .msgs
                 .get(mid)
-                .map_or((false, true), |m| (m.noreply, m.internal));
+                .map_or((false, true), |m| (m.noreply, m.is_internal()));
             if !internal {
-                let st = &mut self.servers[s].stats;
-                st.in_queue -= 1;
-                st.in_queue_bytes -= len as i64;
-                st.requests += 1;
-                st.request_bytes += len as i64;
+                if let Some(srv) = self.topo.server_mut(s) {
+                    let st = &mut srv.stats;
+                    st.in_queue -= 1;
+                    st.in_queue_bytes -= len as i64;
+                    st.requests += 1;
+                    st.request_bytes += len as i64;
+                    if !noreply {
+                        st.out_queue += 1;
+                        st.out_queue_bytes += len as i64;
+                    }
+                }
             }
             if noreply {
                 self.server_done(mid);
                 self.complete(mid);
-            } else {
-                if !internal {
-                    let st = &mut self.servers[s].stats;
-                    st.out_queue += 1;
-                    st.out_queue_bytes += len as i64;
-                }
-                if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
-                    c.outq.push_back(mid);
-                }
+            } else if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
+                c.outq.push_back(mid);
             }
         }
     }
@@ -496,17 +334,18 @@ impl Context {
         }
     }
 
-    pub fn server_read(&mut self, sk: usize, hup: bool) {
+    pub fn server_read(&mut self, sk: ConnId, hup: bool) {
         let (mut rx, redis) = match self.conns.get_mut(sk) {
             Some(Conn::Server(c)) => (
                 std::mem::take(&mut c.rx),
-                self.pools[self.servers[c.server].pool].conf.redis,
+                self.topo.server_pool(c.server).is_none_or(|p| p.conf.redis),
             ),
             _ => return,
         };
         let mut close: Option<(i32, bool)> = None;
         'read: loop {
             let Some(Conn::Server(c)) = self.conns.get(sk) else {
+                rx.inbuf.clear(&mut self.mbufs);
                 return;
             };
             match rx.inbuf.read(&c.sock, &mut self.mbufs) {
@@ -542,7 +381,7 @@ impl Context {
                     Progress::Incomplete => break,
                     Progress::Complete(end) => {
                         let reply = if redis {
-                            self.redis_reply(&rx.redis)
+                            redis_reply(&rx.redis)
                         } else {
                             mc_reply(&rx.mc)
                         };
@@ -567,32 +406,29 @@ impl Context {
         }
         if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
             c.rx = rx;
+            if close.is_none() && c.draining && c.idle() {
+                close = Some((0, false));
+            }
         } else {
             rx.inbuf.clear(&mut self.mbufs);
         }
         if let Some((errno, eof)) = close {
             if eof {
                 crate::log_info!("s {} active is done", sk);
+                if let Some(Conn::Server(c)) = self.conns.get(sk) {
+                    let s = c.server;
+                    if let Some(srv) = self.topo.server_mut(s) {
+                        srv.stats.server_eof += 1;
+                    }
+                }
             }
-            self.server_close_eof(sk, errno, eof);
-        }
-    }
-
-    fn redis_reply<'a>(&self, p: &'a RspParser) -> Reply<'a> {
-        Reply {
-            start: p.start,
-            transient: p.is_transient_error(),
-            error_text: (p.kind == RspKind::Error).then(|| p.prefix()),
-            integer: p.integer,
-            elems: &p.elems,
-            mc_values: &[],
-            shape: Shape::Redis(p.kind, p.count),
+            self.server_close(sk, errno, false);
         }
     }
 
     /// A whole reply `reply.start..end` arrived: hand it to the request it
     /// answers. `Err` closes the connection (stray or transient reply).
-    fn on_reply(&mut self, sk: usize, rx: &ServerRx, reply: Reply, end: u64) -> Result<(), i32> {
+    fn on_reply(&mut self, sk: ConnId, rx: &ServerRx, reply: Reply, end: u64) -> Result<(), i32> {
         let Some(Conn::Server(c)) = self.conns.get_mut(sk) else {
             return Err(libc::EINVAL);
         };
@@ -602,66 +438,57 @@ impl Context {
             return Err(libc::EINVAL);
         };
         let start = reply.start;
-        let internal = self.msgs.get(mid).is_none_or(|m| m.internal);
-        if internal {
-            if let (true, Some(text)) = (
-                self.msgs.get(mid).is_some_and(|m| m.is_select),
-                reply.error_text,
-            ) {
-                let pool = &self.pools[self.servers[s].pool].conf;
-                crate::log_warn!(
-                    "SELECT {} failed on {} | {}: {}",
-                    pool.redis_db,
-                    pool.name,
-                    self.servers[s].conf.name,
-                    String::from_utf8_lossy(text)
-                );
-            }
+        let origin = self.msgs.get(mid).map_or(Origin::Orphan, |m| m.origin);
+        if let Origin::Internal(kind) = origin {
+            self.internal_reply(s, kind, &reply);
             self.free_msg(mid);
             return Ok(());
         }
         if reply.transient {
-            // The request fails with the rest of the connection (SPEC 6.6).
+            // The request fails with the rest of the connection
+            // (docs/compatibility.md, transient errors).
             if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
                 c.outq.push_front(mid);
             }
             return Err(libc::EINVAL);
         }
         let len = (end - start) as usize;
-        {
-            let req_len = self.msgs.get(mid).map_or(0, |m| m.req_len) as i64;
-            let st = &mut self.servers[s].stats;
+        let req_len = self.msgs.get(mid).map_or(0, |m| m.req_len) as i64;
+        if let Some(srv) = self.topo.server_mut(s) {
+            let st = &mut srv.stats;
             st.out_queue -= 1;
             st.out_queue_bytes -= req_len;
             st.responses += 1;
             st.response_bytes += len as i64;
+            srv.failures = 0;
         }
-        self.servers[s].failures = 0;
         self.server_done(mid);
         let merge = self
             .msgs
             .get(mid)
-            .and_then(|m| m.parent)
+            .and_then(|m| m.parent())
             .and_then(|pm| self.msgs.get(pm))
             .and_then(|pm| pm.frag.as_ref())
             .and_then(|f| f.merge);
         let rel = |a: u64| (a - start) as u32;
         if let Some(m) = self.msgs.get_mut(mid) {
             rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.rsp);
-            if m.parent.is_some() {
+            if m.parent().is_some() {
                 m.integer = reply.integer;
-                m.elems = reply.elems.iter().map(|&(a, b)| (rel(a), rel(b))).collect();
+                m.elems.clear();
+                m.elems
+                    .extend(reply.elems.iter().map(|&(a, b)| (rel(a), rel(b))));
                 if !reply.mc_values.is_empty() {
-                    m.elems = reply
-                        .mc_values
-                        .iter()
-                        .map(|v| (rel(v.start), rel(v.end)))
-                        .collect();
-                    m.val_keys = reply
-                        .mc_values
-                        .iter()
-                        .map(|v| (rel(v.key_start), rel(v.key_start) + v.key_len))
-                        .collect();
+                    m.elems.clear();
+                    m.elems
+                        .extend(reply.mc_values.iter().map(|v| (rel(v.start), rel(v.end))));
+                    m.val_keys.clear();
+                    m.val_keys.extend(
+                        reply
+                            .mc_values
+                            .iter()
+                            .map(|v| (rel(v.key_start), rel(v.key_start) + v.key_len)),
+                    );
                 }
                 m.bad_reply = !reply.shape.fits(merge);
             }
@@ -670,47 +497,66 @@ impl Context {
         Ok(())
     }
 
-    fn server_close_eof(&mut self, sk: usize, errno: i32, eof: bool) {
-        if eof {
-            if let Some(Conn::Server(c)) = self.conns.get(sk) {
-                let s = c.server;
-                self.servers[s].stats.server_eof += 1;
+    /// The reply to one of the proxy's own requests.
+    fn internal_reply(&mut self, s: ServerId, kind: Internal, reply: &Reply) {
+        match kind {
+            Internal::Auth => {}
+            Internal::Select => {
+                let (Some(text), Some(pool), Some(srv)) = (
+                    reply.error_text,
+                    self.topo.server_pool(s),
+                    self.topo.server(s),
+                ) else {
+                    return;
+                };
+                crate::log_warn!(
+                    "SELECT {} failed on {} | {}: {}",
+                    pool.conf.redis_db,
+                    pool.conf.name,
+                    srv.conf.name,
+                    String::from_utf8_lossy(text)
+                );
             }
-            self.server_close(sk, errno, false);
-        } else {
-            self.server_close(sk, errno, false);
         }
     }
 
     /// Closes a server connection: every request queued or in flight on it
-    /// fails with `errno` (SPEC 8), and one failure is counted.
-    pub fn server_close(&mut self, sk: usize, errno: i32, timed_out: bool) {
-        if !matches!(self.conns.get(sk), Some(Conn::Server(_))) {
+    /// fails with `errno` (docs/compatibility.md, failures), and one failure
+    /// is counted. A draining connection closed once idle (`errno` 0)
+    /// counts nothing.
+    pub fn server_close(&mut self, sk: ConnId, errno: i32, timed_out: bool) {
+        let Some(mut conn) = self.conns.remove(sk) else {
             return;
-        }
-        let mut conn = self.conns.remove(sk);
+        };
         self.deregister(&mut conn);
-        let Conn::Server(mut c) = conn else { return };
+        let Conn::Server(mut c) = conn else {
+            return;
+        };
         let s = c.server;
         c.rx.inbuf.clear(&mut self.mbufs);
-        self.servers[s].conns.retain(|&k| k != sk);
-        {
-            let st = &mut self.servers[s].stats;
-            if c.connected {
-                st.server_connections -= 1;
+        let retired = c.draining && c.idle() && errno == 0 && !timed_out;
+        let pname = match self.topo.server_mut(s) {
+            Some(srv) => {
+                srv.conns.retain(|&k| k != sk);
+                let st = &mut srv.stats;
+                if c.connected {
+                    st.server_connections -= 1;
+                }
+                if timed_out {
+                    st.server_timedout += 1;
+                } else if errno != 0 {
+                    st.server_err += 1;
+                }
+                srv.conf.pname.clone()
             }
-            if timed_out {
-                st.server_timedout += 1;
-            } else if errno != 0 {
-                st.server_err += 1;
-            }
+            None => String::new(),
+        };
+        if retired {
+            crate::log_info!("close s {} to '{}': drained", sk, pname);
+            self.server_gone_check(s);
+            return;
         }
-        crate::log_info!(
-            "close s {} to '{}': {}",
-            sk,
-            self.servers[s].conf.pname,
-            net::strerror(errno)
-        );
+        crate::log_info!("close s {} to '{}': {}", sk, pname, net::strerror(errno));
         let sent: Vec<MsgId> = c.outq.drain(..).collect();
         let unsent: Vec<MsgId> = c.inq.drain(..).collect();
         for (queue, was_sent) in [(sent, true), (unsent, false)] {
@@ -718,140 +564,79 @@ impl Context {
                 let Some(m) = self.msgs.get(mid) else {
                     continue;
                 };
-                if m.internal {
+                if m.is_internal() {
                     self.free_msg(mid);
                     continue;
                 }
                 let len = m.req_len as i64;
-                let st = &mut self.servers[s].stats;
-                if was_sent {
-                    st.out_queue -= 1;
-                    st.out_queue_bytes -= len;
-                } else {
-                    st.in_queue -= 1;
-                    st.in_queue_bytes -= len;
+                if let Some(srv) = self.topo.server_mut(s) {
+                    let st = &mut srv.stats;
+                    if was_sent {
+                        st.out_queue -= 1;
+                        st.out_queue_bytes -= len;
+                    } else {
+                        st.in_queue -= 1;
+                        st.in_queue_bytes -= len;
+                    }
                 }
                 self.server_done(mid);
                 self.fail_request(mid, errno);
             }
         }
         self.server_failed(s);
+        self.server_gone_check(s);
     }
 
-    /// One failure of server `s` (SPEC 8.3): may eject it.
-    pub fn server_failed(&mut self, s: usize) {
-        let pidx = self.servers[s].pool;
-        let conf = &self.pools[pidx].conf;
-        if !conf.auto_eject_hosts {
+    /// One failure of server `s` (docs/compatibility.md, ejection): may
+    /// eject it, in which case a timer brings it back after
+    /// `server_retry_timeout`.
+    pub fn server_failed(&mut self, s: ServerId) {
+        let Some(pool) = self.topo.server_pool(s) else {
+            return;
+        };
+        if !pool.conf.auto_eject_hosts {
             return;
         }
-        let (limit, retry) = (conf.server_failure_limit, conf.server_retry_timeout_ms);
-        let srv = &mut self.servers[s];
+        let (limit, retry) = (
+            pool.conf.server_failure_limit,
+            pool.conf.server_retry_timeout_ms,
+        );
+        let now = self.now;
+        let Some(srv) = self.topo.server_mut(s) else {
+            return;
+        };
+        if srv.detached {
+            return;
+        }
         srv.failures += 1;
         if srv.failures < limit.max(1) {
             return;
         }
         srv.failures = 0;
-        srv.next_retry = Some(self.now + Duration::from_millis(retry));
+        let at = now + Duration::from_millis(retry);
+        srv.next_retry = Some(at);
         srv.stats.server_ejected_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        self.pools[pidx].stats.server_ejects += 1;
-        crate::log_warn!(
-            "server '{}' ejected for {} msec",
-            self.servers[s].conf.pname,
-            retry
-        );
-        self.rebuild(pidx);
+        let (pid, pname): (PoolId, String) = (srv.pool, srv.conf.pname.clone());
+        if let Some(p) = self.topo.pool_mut(pid) {
+            p.stats.server_ejects += 1;
+        }
+        crate::log_warn!("server '{}' ejected for {} msec", pname, retry);
+        self.timers.schedule(at, TimerEvent::ServerRetry(s));
+        self.rebuild_pool(pid);
     }
 }
 
-/// Picks the server for `key` in pool `pidx` (SPEC 4), first rebuilding the
-/// table if an ejected server's retry time has passed. A free function over
-/// the two fields it needs, so a key borrowed from the mbufs can be passed.
-pub fn route(
-    pools: &mut [Pool],
-    servers: &[Server],
-    now: Instant,
-    pidx: usize,
-    key: &[u8],
-) -> Result<usize, i32> {
-    let pool = pools.get_mut(pidx).ok_or(libc::EINVAL)?;
-    if pool.conf.auto_eject_hosts && pool.next_rebuild.is_some_and(|t| t <= now) {
-        rebuild_pool(pool, servers, now);
-    }
-    if pool.selector.is_empty() {
-        return Err(libc::ECONNREFUSED);
-    }
-    let n = pool.servers.len();
-    let idx = hashkit::select(
-        &mut pool.selector,
-        pool.conf.hash,
-        pool.conf.hash_tag,
-        key,
-        n,
-    )
-    .ok_or(libc::ECONNREFUSED)?;
-    pool.servers.get(idx).copied().ok_or(libc::ECONNREFUSED)
-}
-
-/// Rebuilds a pool's table from its live servers (SPEC 4.2-4.6) and notes
-/// when the next ejected server may come back.
-fn rebuild_pool(pool: &mut Pool, servers: &[Server], now: Instant) {
-    let mut next = None::<Instant>;
-    let specs: Vec<ServerSpec> = pool
-        .servers
-        .iter()
-        .filter_map(|&s| servers.get(s))
-        .map(|srv| {
-            let live = srv.next_retry.is_none_or(|t| t <= now);
-            if let (false, Some(t)) = (live, srv.next_retry) {
-                next = Some(next.map_or(t, |n: Instant| n.min(t)));
-            }
-            ServerSpec {
-                name: srv.conf.name.as_bytes(),
-                weight: srv.conf.weight,
-                live,
-            }
-        })
-        .collect();
-    pool.selector = Selector::build(pool.conf.distribution, &specs);
-    pool.next_rebuild = next;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every metric of the table is counted by a field (a name with no
-    /// field would read 0 for ever).
-    #[test]
-    fn every_metric_has_a_counter() {
-        let pool = PoolStats {
-            client_eof: 1,
-            client_err: 2,
-            client_connections: 3,
-            server_ejects: 4,
-            forward_error: 5,
-            fragments: 6,
-        };
-        assert_eq!(pool.values(), [1, 2, 3, 4, 5, 6]);
-        let server = ServerStats {
-            server_eof: 1,
-            server_err: 2,
-            server_timedout: 3,
-            server_connections: 4,
-            server_ejected_at: 5,
-            requests: 6,
-            request_bytes: 7,
-            responses: 8,
-            response_bytes: 9,
-            in_queue: 10,
-            in_queue_bytes: 11,
-            out_queue: 12,
-            out_queue_bytes: 13,
-        };
-        assert_eq!(server.values(), (1..=13).collect::<Vec<i64>>());
+fn redis_reply(p: &RspParser) -> Reply<'_> {
+    Reply {
+        start: p.start,
+        transient: p.is_transient_error(),
+        error_text: (p.kind == RspKind::Error).then(|| p.prefix()),
+        integer: p.integer,
+        elems: &p.elems,
+        mc_values: &[],
+        shape: Shape::Redis(p.kind, p.count),
     }
 }
 

@@ -137,24 +137,42 @@ fn take(signo: libc::c_int) -> u32 {
         .map_or(0, |c| c.swap(0, Ordering::SeqCst))
 }
 
+/// What the engine must do about the signals that arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalEvents {
+    /// SIGINT or SIGTERM: leave the loop and exit.
+    pub shutdown: bool,
+    /// SIGUSR1: reload the configuration (several signals are one reload).
+    pub reload: bool,
+}
+
 /// Drains the pipe and acts on every signal received since the last call,
-/// logging the C binary's lines. Returns true when SIGINT or SIGTERM asked
-/// for a shutdown; the engine then leaves its loop and returns.
-pub fn handle_pending() -> bool {
+/// logging the C binary's lines; what only the engine can do (shut down,
+/// reload) is returned as events.
+pub fn handle_pending() -> SignalEvents {
     // Drain before reading the counters: a signal landing after the drain
     // leaves a byte in the pipe, so the loop wakes again for it.
     drain_pipe();
-    let mut shutdown = false;
+    let mut ev = SignalEvents::default();
     for (signo, name) in SIGNALS {
         for _ in 0..take(signo) {
-            shutdown |= act(signo, name);
+            match act(signo, name) {
+                Some(Asked::Shutdown) => ev.shutdown = true,
+                Some(Asked::Reload) => ev.reload = true,
+                None => {}
+            }
         }
     }
-    shutdown
+    ev
 }
 
-/// One signal's log line and effect; true for a shutdown request.
-fn act(signo: libc::c_int, name: &str) -> bool {
+enum Asked {
+    Shutdown,
+    Reload,
+}
+
+/// One signal's log line and local effect, and what it asks of the engine.
+fn act(signo: libc::c_int, name: &str) -> Option<Asked> {
     let action = match signo {
         libc::SIGTTIN => ", up logging level",
         libc::SIGTTOU => ", down logging level",
@@ -175,10 +193,11 @@ fn act(signo: libc::c_int, name: &str) -> bool {
             // A failure is logged by reopen itself; the old file stays.
             let _ = crate::log::reopen();
         }
-        libc::SIGINT | libc::SIGTERM => return true,
+        libc::SIGINT | libc::SIGTERM => return Some(Asked::Shutdown),
+        libc::SIGUSR1 => return Some(Asked::Reload),
         _ => {}
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -204,7 +223,11 @@ mod tests {
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
         assert_eq!(n, 1, "pipe readable after the signal");
-        assert!(!handle_pending(), "SIGUSR2 is not a shutdown");
+        assert_eq!(
+            handle_pending(),
+            SignalEvents::default(),
+            "SIGUSR2 asks nothing of the engine"
+        );
         // Drained: nothing left to read, counter reset.
         // SAFETY: as above.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };

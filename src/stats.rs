@@ -105,6 +105,9 @@ pub struct Snapshot {
     pub total_connections: u64,
     pub curr_connections: u64,
     pub mbuf: MbufSnap,
+    /// Configuration reloads that took effect, and those refused.
+    pub reloads: u64,
+    pub reload_failures: u64,
 }
 
 impl ServerSnap {
@@ -238,6 +241,8 @@ pub fn render_json(
     w.unsigned("curr_connections", snap.curr_connections);
     let m = snap.mbuf;
     if m.chunk_size != 0 {
+        w.unsigned("reloads", snap.reloads);
+        w.unsigned("reload_failures", snap.reload_failures);
         w.unsigned("mbuf_chunk_size", m.chunk_size as u64);
         w.unsigned("mbuf_allocated", m.allocated as u64);
         w.unsigned("mbuf_free", m.free as u64);
@@ -387,6 +392,20 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
         "gauge",
         "connections open now (listeners, clients and servers)",
         snap.curr_connections,
+    );
+    prom_scalar(
+        &mut out,
+        "nutcracker_reloads_total",
+        "counter",
+        "configuration reloads (SIGUSR1) that took effect",
+        snap.reloads,
+    );
+    prom_scalar(
+        &mut out,
+        "nutcracker_reload_failures_total",
+        "counter",
+        "configuration reloads refused (the old configuration kept serving)",
+        snap.reload_failures,
     );
     let m = snap.mbuf;
     if m.chunk_size != 0 {
@@ -1041,6 +1060,7 @@ mod tests {
             total_connections: 17,
             curr_connections: 5,
             mbuf: MbufSnap::default(),
+            ..Snapshot::default()
         }
     }
 
@@ -1102,7 +1122,7 @@ mod tests {
         };
         let got = render_json(&snap, "h", "v", 0, 0);
         assert!(got.contains(
-            "\"curr_connections\":5, \"mbuf_chunk_size\":16384, \"mbuf_allocated\":3, \"mbuf_free\":1, \
+            "\"curr_connections\":5, \"reloads\":0, \"reload_failures\":0, \"mbuf_chunk_size\":16384, \"mbuf_allocated\":3, \"mbuf_free\":1, \
              \"mbuf_bytes\":49152, \"alpha\": {\"client_eof\":1, "
         ));
     }
@@ -1191,10 +1211,10 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         // HELP and TYPE once per family; one sample per pool / server.
-        assert_eq!(text.matches("# TYPE ").count(), 4 + 4 + 6 + 13);
-        assert_eq!(text.matches("# HELP ").count(), 4 + 4 + 6 + 13);
+        assert_eq!(text.matches("# TYPE ").count(), 4 + 2 + 4 + 6 + 13);
+        assert_eq!(text.matches("# HELP ").count(), 4 + 2 + 4 + 6 + 13);
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 4 + 4 + 6 * 2 + 13 * 4);
+        assert_eq!(samples, 4 + 2 + 4 + 6 * 2 + 13 * 4);
         assert!(text.ends_with('\n'));
         // Without mbuf figures the mbuf families are left out.
         let plain = render_prometheus(&two_by_two(), "h", "v", 0);
@@ -1340,6 +1360,7 @@ mod tests {
             total_connections: 1,
             curr_connections: 1,
             mbuf: MbufSnap::default(),
+            ..Snapshot::default()
         };
         let stats = StatsServer::start("127.0.0.1", 0, 50, initial.clone()).expect("start");
         let addr = stats.local_addr();

@@ -254,14 +254,14 @@ fn placements() {
         let text = read(file);
         let pool = load_pool(file, &text);
         let specs = specs(file, &pool);
-        let mut sel = Selector::build(pool.distribution, &specs);
+        let sel = Selector::build(pool.distribution, &specs);
         let data = rows(&text);
         assert!(data.len() >= 100, "{file}: only {} rows", data.len());
         for row in &data {
             assert_eq!(row.len(), 3, "{file}: row {row:?}");
             let key = unhex(row[2]);
             let want: usize = row[1].parse().unwrap_or_else(|e| panic!("{file}: {e}"));
-            let got = select(&mut sel, pool.hash, pool.hash_tag, &key, pool.servers.len())
+            let got = select(&sel, pool.hash, pool.hash_tag, &key, pool.servers.len())
                 .map(|sorted| pool.servers[sorted].yaml_index);
             if got != Some(want) {
                 failures.push(format!(

@@ -58,7 +58,9 @@ const HEADER: [&str; 7] = [
     "total_connections",
     "curr_connections",
 ];
-const MBUF_KEYS: [&str; 4] = [
+const EXTRA_KEYS: [&str; 6] = [
+    "reloads",
+    "reload_failures",
     "mbuf_chunk_size",
     "mbuf_allocated",
     "mbuf_free",
@@ -270,7 +272,7 @@ fn obj_num(entries: &[(String, Val)], m: &str) -> i64 {
 /// order they must appear.
 fn assert_layout(doc: &Doc, pools: &[(&str, &[&str])]) {
     let mut want: Vec<&str> = HEADER.to_vec();
-    want.extend(MBUF_KEYS);
+    want.extend(EXTRA_KEYS);
     want.extend(pools.iter().map(|(p, _)| *p));
     let got: Vec<&str> = doc.items.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(got, want, "top-level keys of {}", doc.text);

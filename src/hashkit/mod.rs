@@ -220,11 +220,11 @@ impl Selector {
 
     /// Server index (position in the slice given to [`Selector::build`]) for
     /// a hash; `None` if the table is empty. Random ignores the hash.
-    pub fn dispatch(&mut self, hash: u32) -> Option<usize> {
+    pub fn dispatch(&self, hash: u32) -> Option<usize> {
         match self.dist {
             Distribution::Ketama => ketama::dispatch(&self.table, hash),
             Distribution::Modula => modula::dispatch(&self.table, hash),
-            Distribution::Random => random::dispatch(&self.table, &mut self.rng),
+            Distribution::Random => random::dispatch(&self.table, &self.rng),
         }
     }
 
@@ -242,7 +242,7 @@ impl Selector {
 /// (`nservers`, counting dead ones too) uses hash 0, as nutcracker does;
 /// otherwise [`key_hash`]. Then [`Selector::dispatch`].
 pub fn select(
-    sel: &mut Selector,
+    sel: &Selector,
     kind: HashKind,
     tag: Option<[u8; 2]>,
     key: &[u8],
@@ -332,7 +332,7 @@ mod tests {
     fn empty_when_nothing_live() {
         let servers = specs(&[b"a", b"b"], &[false, false]);
         for dist in Distribution::ALL {
-            let mut sel = Selector::build(dist, &servers);
+            let sel = Selector::build(dist, &servers);
             assert!(sel.is_empty());
             assert_eq!(sel.dispatch(123), None);
             assert!(sel.points().is_empty());
@@ -343,20 +343,20 @@ mod tests {
     #[test]
     fn one_server_pool_uses_hash_zero() {
         let servers = specs(&[b"only"], &[true]);
-        let mut sel = Selector::build(Distribution::Ketama, &servers);
-        assert_eq!(select(&mut sel, HashKind::Md5, None, b"k", 1), Some(0));
+        let sel = Selector::build(Distribution::Ketama, &servers);
+        assert_eq!(select(&sel, HashKind::Md5, None, b"k", 1), Some(0));
         // Two servers, one dead: the key is hashed, but only the live one owns points.
         let servers = specs(&[b"a", b"b"], &[false, true]);
-        let mut sel = Selector::build(Distribution::Modula, &servers);
+        let sel = Selector::build(Distribution::Modula, &servers);
         for key in [&b"x"[..], b"y", b"zz", b""] {
-            assert_eq!(select(&mut sel, HashKind::Fnv1a_64, None, key, 2), Some(1));
+            assert_eq!(select(&sel, HashKind::Fnv1a_64, None, key, 2), Some(1));
         }
     }
 
     #[test]
     fn random_picks_every_live_server_and_no_dead_one() {
         let names: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
-        let mut sel = Selector::build(Distribution::Random, &specs(&names, &[true; 4]));
+        let sel = Selector::build(Distribution::Random, &specs(&names, &[true; 4]));
         let mut seen = [0usize; 4];
         for _ in 0..4000 {
             if let Some(i) = sel.dispatch(0) {
@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(seen.iter().sum::<usize>(), 4000);
         assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
 
-        let mut sel = Selector::build(
+        let sel = Selector::build(
             Distribution::Random,
             &specs(&names, &[true, false, true, false]),
         );

@@ -5,6 +5,7 @@
 //! so that two tables built in the same instant do not march in step.
 
 use super::ServerSpec;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,7 +20,7 @@ pub(crate) fn build(servers: &[ServerSpec]) -> Vec<(u32, u32)> {
         .collect()
 }
 
-pub(crate) fn dispatch(slots: &[(u32, u32)], rng: &mut Rng) -> Option<usize> {
+pub(crate) fn dispatch(slots: &[(u32, u32)], rng: &Rng) -> Option<usize> {
     if slots.is_empty() {
         return None;
     }
@@ -27,9 +28,10 @@ pub(crate) fn dispatch(slots: &[(u32, u32)], rng: &mut Rng) -> Option<usize> {
     slots.get(pick).map(|&(_, owner)| owner as usize)
 }
 
-/// xorshift64*; the state is never zero.
+/// xorshift64*; the state is never zero. A `Cell`, so that routing can
+/// take the table by shared reference.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(Cell<u64>);
 
 impl Rng {
     pub(crate) fn from_clock() -> Rng {
@@ -47,15 +49,15 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        Rng(if z == 0 { 0x2545_F491_4F6C_DD1D } else { z })
+        Rng(Cell::new(if z == 0 { 0x2545_F491_4F6C_DD1D } else { z }))
     }
 
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
+    pub(crate) fn next(&self) -> u64 {
+        let mut x = self.0.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.0 = x;
+        self.0.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
@@ -89,10 +91,10 @@ mod tests {
     #[test]
     fn picks_every_slot_and_only_slots() {
         let slots = [(0, 3), (0, 5), (0, 9)];
-        let mut rng = Rng::seeded(0);
+        let rng = Rng::seeded(0);
         let mut seen = [0u32; 10];
         for _ in 0..3000 {
-            let s = dispatch(&slots, &mut rng).unwrap_or(0);
+            let s = dispatch(&slots, &rng).unwrap_or(0);
             seen[s] += 1;
         }
         assert_eq!(seen.iter().sum::<u32>(), 3000);
@@ -103,7 +105,7 @@ mod tests {
                 assert_eq!(n, 0);
             }
         }
-        assert_eq!(dispatch(&[], &mut rng), None);
+        assert_eq!(dispatch(&[], &rng), None);
     }
 
     #[test]

@@ -455,6 +455,18 @@ impl Redis {
     }
 
     /// True when `key` exists in db 0 of this backend.
+    /// Client connections the server has, not counting the one asking.
+    pub fn clients(&self) -> usize {
+        match self.raw().call(&["CLIENT", "LIST"]) {
+            Resp::Bulk(Some(b)) => b
+                .split(|&c| c == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+                .saturating_sub(1),
+            other => panic!("CLIENT LIST: {other:?}"),
+        }
+    }
+
     pub fn has(&self, key: &[u8]) -> bool {
         let mut c = self.client();
         let n: i64 = redis::cmd("EXISTS")
@@ -852,6 +864,43 @@ impl Proxy {
     /// ended.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.child.stop()
+    }
+
+    /// Replaces the config file with `yaml` (whole, by rename, as a
+    /// careful operator would) and sends SIGUSR1; returns the log line the
+    /// reload produced (`reloaded configuration ...` or `reload failed:
+    /// ...`) once it is written.
+    pub fn reload(&mut self, yaml: &str) -> String {
+        let tmp = self.dir.join("nutcracker.yml.new");
+        std::fs::write(&tmp, yaml).expect("write new config");
+        std::fs::rename(&tmp, &self.conf).expect("rename new config");
+        self.signal_reload()
+    }
+
+    /// Sends SIGUSR1 and waits for the reload's log line (see [`reload`]).
+    pub fn signal_reload(&mut self) -> String {
+        let done = |log: &str| {
+            log.matches("reloaded configuration").count() + log.matches("reload failed").count()
+        };
+        let before = done(&self.log_text());
+        self.signal(libc::SIGUSR1);
+        let mut line = String::new();
+        wait_for("the reload's log line", || {
+            let log = self.log_text();
+            if done(&log) > before {
+                line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("reloaded configuration") || l.contains("reload failed"))
+                    .unwrap_or_default()
+                    .to_string();
+                true
+            } else {
+                false
+            }
+        });
+        self.assert_alive();
+        line
     }
 
     /// A raw connection to pool 0.
