@@ -18,6 +18,8 @@ use crate::proto::redis::request::Progress;
 enum Step {
     Incomplete,
     Complete(u64),
+    /// Bytes holding no request (redis `*0`, an empty inline line).
+    Skip(u64),
     /// The reply to send before closing.
     Error(Vec<u8>),
 }
@@ -127,6 +129,7 @@ impl Context {
                 let step = match prog {
                     Progress::Incomplete => Step::Incomplete,
                     Progress::Complete(end) => Step::Complete(end),
+                    Progress::Skip(end) => Step::Skip(end),
                     Progress::Error(e) => {
                         Step::Error(format!("-ERR {}\r\n", e.message()).into_bytes())
                     }
@@ -161,12 +164,20 @@ impl Context {
                 }
                 Step::Complete(end) => {
                     if redis {
-                        self.redis_request(ck, rx, end);
+                        if rx.redis.is_inline() {
+                            self.redis_inline_request(ck, rx);
+                        } else {
+                            self.redis_request(ck, rx, end);
+                        }
                         rx.redis.reset();
                     } else {
                         self.memcache_request(ck, rx, end);
                         rx.mc.reset();
                     }
+                    rx.inbuf.consume(&mut self.mbufs, end);
+                }
+                Step::Skip(end) => {
+                    rx.redis.reset();
                     rx.inbuf.consume(&mut self.mbufs, end);
                 }
                 Step::Error(reply) => {
@@ -175,6 +186,20 @@ impl Context {
                 }
             }
         }
+    }
+
+    /// An inline request goes the way of any other as the multibulk form
+    /// the parser made of it (what redis executes for the line): loaded at
+    /// offset 0 of a scratch input and parsed again, so routing, local
+    /// replies and fragments read its arguments from there.
+    fn redis_inline_request(&mut self, ck: usize, rx: &ClientRx) {
+        let resp = rx.redis.inline_resp();
+        let mut irx = ClientRx::default();
+        irx.inbuf.load(&mut self.mbufs, resp);
+        if let (_, Progress::Complete(end)) = irx.redis.feed(resp, 0) {
+            self.redis_request(ck, &irx, end);
+        }
+        irx.inbuf.clear(&mut self.mbufs);
     }
 
     /// Queues `reply` after the replies already owed, then closes.

@@ -183,6 +183,24 @@ impl InBuf {
         }
     }
 
+    /// Fills an empty buffer with `bytes` at stream offset 0, all parsed: a
+    /// request the proxy made itself (an inline command's RESP form).
+    pub fn load(&mut self, pool: &mut MbufPool, bytes: &[u8]) {
+        let cd = pool.chunk_data();
+        self.base = 0;
+        self.fill = 0;
+        for piece in bytes.chunks(cd.max(1)) {
+            let id = pool.alloc();
+            if let Some(dst) = pool.chunk_mut(id).get_mut(..piece.len()) {
+                dst.copy_from_slice(piece);
+            }
+            self.chain.push_back(id);
+            self.fill = piece.len();
+        }
+        self.start = 0;
+        self.parsed = bytes.len() as u64;
+    }
+
     /// Releases every chunk (connection closing).
     pub fn clear(&mut self, pool: &mut MbufPool) {
         for id in self.chain.drain(..) {

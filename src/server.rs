@@ -393,7 +393,10 @@ impl Context {
                         rx.redis.reset();
                         rx.mc.reset();
                     }
-                    Progress::Error => {
+                    // Server connections speak RESP2, where a push frame
+                    // cannot come: treated as the bad data it was before
+                    // the parser knew RESP3.
+                    Progress::Error | Progress::Push(_) => {
                         crate::log_error!("s {} parsed bad rsp from server", sk);
                         close = Some((libc::EINVAL, false));
                         break 'read;

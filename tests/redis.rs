@@ -1498,10 +1498,9 @@ fn assert_protocol_error(cl: &Cluster, bytes: &[u8], before: &[u8]) {
 fn malformed_requests_get_an_error_then_close() {
     let cl = Cluster::start(2, &[], &[]);
     let cases: &[&[u8]] = &[
-        b"GET k\r\n",
-        b"PING\r\n",
-        b"*0\r\n",
-        b"*-1\r\n",
+        b"GET \"k\r\n",
+        b"GET 'k'x\r\n",
+        b"*-0\r\n",
         b"*x\r\n",
         b"*1\r\n$x\r\n",
         b"*1\r\n$-1\r\n",
@@ -1516,7 +1515,7 @@ fn malformed_requests_get_an_error_then_close() {
     }
     // Replies owed to earlier pipelined requests are written first: a
     // local one, a forwarded one, and a fragmented one.
-    assert_protocol_error(&cl, b"*1\r\n$4\r\nPING\r\ngarbage\r\n", b"+PONG\r\n");
+    assert_protocol_error(&cl, b"*1\r\n$4\r\nPING\r\n*1\r\n$x\r\n", b"+PONG\r\n");
     let mut pipe = cmd(&["SET", "pe", "v"]);
     pipe.extend(cmd(&["GET", "pe"]));
     pipe.extend(cmd(&["MGET", "pe", "nope", "pe"]));
@@ -1539,6 +1538,45 @@ fn malformed_requests_get_an_error_then_close() {
     // The proxy is fine afterwards.
     let mut c = cl.raw();
     exa(&mut c, &["GET", "pe"], b("v"));
+}
+
+/// Inline commands are served like their multibulk form (fragments
+/// included); empty lines, `*0` and `*-1` get no reply, as from redis.
+#[test]
+fn inline_commands_and_empty_requests() {
+    let cl = Cluster::start(2, &[], &[]);
+    let mut c = cl.raw();
+    c.send(b"SET \"in line\" v\r\n\r\n*0\r\n*-1\r\nGET 'in line'\n  \nPING\r\nPING \"a\\x41\"\r\n");
+    c.expect(b"+OK\r\n$1\r\nv\r\n+PONG\r\n$2\r\naA\r\n");
+    let mut keys = Vec::new();
+    for i in 0..8 {
+        let k = format!("in\\x20{i}");
+        c.send(format!("SET \"{k}\" {i}\r\n").as_bytes());
+        c.expect(b"+OK\r\n");
+        keys.push(k);
+    }
+    // Keys spread over both servers: the fragments are cut from the RESP
+    // form, so the unescaped keys are what reach (and route to) redis.
+    let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    c.send(format!("MGET {} nope\r\n", quoted.join(" ")).as_bytes());
+    let mut want = b"*9\r\n".to_vec();
+    for i in 0..8 {
+        want.extend(format!("$1\r\n{i}\r\n").as_bytes());
+    }
+    want.extend(b"$-1\r\n");
+    c.expect(&want);
+    exa(&mut c, &["GET", "in 3"], b("3"));
+    c.send(format!("DEL {}\n", quoted.join(" ")).as_bytes());
+    c.expect(b":8\r\n");
+    // A bad inline line is a protocol error, after the replies owed.
+    c.send(b"PING\r\nGET \"x\r\n");
+    c.expect(b"+PONG\r\n");
+    let line = c.recv_line();
+    assert_eq!(
+        line,
+        b"-ERR Protocol error: unbalanced quotes in request\r\n"
+    );
+    c.expect_eof();
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The redis protocol: command table, request parser, reply parser.
+//! The redis protocol: command table, request parser, reply parser, and
+//! writers of the replies the proxy makes (`reply`).
 
 pub mod command;
+pub mod reply;
 pub mod request;
 pub mod response;
 

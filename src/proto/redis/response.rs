@@ -1,14 +1,28 @@
-//! Incremental parser of redis replies (every RESP2 type, nested arrays).
+//! Incremental parser of redis replies: every RESP2 type and every RESP3
+//! type a redis 7 server sends to a RESP3 client.
 //!
 //! Like the request parser it does no I/O and copies nothing but small
 //! facts the proxy needs: the reply's type, the value of a top-level
 //! integer (to sum DEL fragments), the first bytes of an error (to spot
-//! -OOM/-BUSY/-LOADING), and where each top-level array element lies (to
-//! reassemble MGET in request order).
+//! -OOM/-BUSY/-LOADING), and where each top-level aggregate element lies
+//! (to reassemble MGET in request order).
+//!
+//! RESP3 adds line types (`_` null, `#` boolean, `,` double, `(` big
+//! number), length-prefixed ones (`!` blob error, `=` verbatim string) and
+//! aggregates (`%` map of n pairs, `~` set, `>` push, `|` attribute). An
+//! attribute is not a value: it annotates the value after it, at any
+//! depth, and belongs to it (a top-level reply starts at its attribute; an
+//! element includes the attribute before it). A top-level push is
+//! out-of-band data, not the answer to a request: it is reported as
+//! [`Progress::Push`]. Streamed strings and aggregates (`$?`, `*?`) are
+//! not sent by redis and are refused. Nesting of every aggregate kind,
+//! attributes included, is bounded by [`MAX_DEPTH`], sizes by
+//! [`MAX_BULK`] and [`MAX_ELEMS`]. RESP2 input takes the same path as
+//! before: the new types only add arms to the type dispatch.
 
 /// Element slots kept between replies.
 const KEEP_ELEMS: usize = 1024;
-/// Deepest array nesting accepted from a backend.
+/// Deepest aggregate nesting accepted from a backend.
 pub const MAX_DEPTH: usize = 512;
 /// Bounds on announced sizes, as redis' own client protocol limits.
 pub const MAX_BULK: i64 = 512 * 1024 * 1024;
@@ -16,6 +30,7 @@ pub const MAX_ELEMS: i64 = i32::MAX as i64;
 /// Bytes of an error/status line kept for inspection.
 pub const PREFIX_MAX: usize = 16;
 
+/// The type of a whole reply (of the value after a leading attribute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RspKind {
     Status,
@@ -23,13 +38,59 @@ pub enum RspKind {
     Integer,
     Bulk,
     Array,
+    /// RESP3 `_`.
+    Null,
+    /// RESP3 `#t` / `#f`.
+    Boolean,
+    /// RESP3 `,`.
+    Double,
+    /// RESP3 `(`.
+    BigNumber,
+    /// RESP3 `!<len>`: an error as a bulk string.
+    BlobError,
+    /// RESP3 `=<len>`: `txt:` or `mkd:` then the text.
+    Verbatim,
+    /// RESP3 `%<n>`: n key/value pairs (2n elements).
+    Map,
+    /// RESP3 `~<n>`.
+    Set,
+    /// RESP3 `><n>`: out-of-band (pub/sub, invalidation); see
+    /// [`Progress::Push`].
+    Push,
+}
+
+impl RspKind {
+    /// The kind announced by a type byte (`|` is not a kind of its own).
+    fn of(c: u8) -> Option<RspKind> {
+        Some(match c {
+            b'+' => RspKind::Status,
+            b'-' => RspKind::Error,
+            b':' => RspKind::Integer,
+            b'$' => RspKind::Bulk,
+            b'*' => RspKind::Array,
+            b'_' => RspKind::Null,
+            b'#' => RspKind::Boolean,
+            b',' => RspKind::Double,
+            b'(' => RspKind::BigNumber,
+            b'!' => RspKind::BlobError,
+            b'=' => RspKind::Verbatim,
+            b'%' => RspKind::Map,
+            b'~' => RspKind::Set,
+            b'>' => RspKind::Push,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     Incomplete,
+    /// A reply ends at this offset (exclusive).
     Complete(u64),
-    /// The backend sent something that is not RESP2.
+    /// A top-level push frame ends at this offset: data the server sent
+    /// on its own, to be consumed without answering any request.
+    Push(u64),
+    /// The backend sent something that is not RESP.
     Error,
 }
 
@@ -45,6 +106,14 @@ enum State {
     DataLf,
 }
 
+/// One open aggregate: values still to come, and whether it is an
+/// attribute (whose values are not elements of anything).
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    left: i64,
+    attr: bool,
+}
+
 #[derive(Debug)]
 pub struct RspParser {
     state: State,
@@ -54,16 +123,21 @@ pub struct RspParser {
     num: i64,
     digits: u32,
     remaining: u64,
-    /// Remaining elements of each open array, innermost last.
-    stack: Vec<i64>,
+    /// Open aggregates, innermost last.
+    stack: Vec<Frame>,
+    /// An attribute just ended: the value it annotates comes next and
+    /// keeps the attribute's start.
+    after_attr: bool,
     elem_start: u64,
     pub start: u64,
     pub kind: RspKind,
     /// Value of a top-level integer reply, if it was a valid number.
     pub integer: Option<i64>,
-    /// Element count of a top-level array (-1: null array).
+    /// Announced size of a top-level aggregate (-1: null array; pairs for
+    /// a map).
     pub count: i64,
-    /// Top-level array elements as (start, end) offsets.
+    /// Top-level aggregate elements as (start, end) offsets (2n for a map:
+    /// keys and values alternate).
     pub elems: Vec<(u64, u64)>,
     prefix: [u8; PREFIX_MAX],
     prefix_len: usize,
@@ -80,6 +154,7 @@ impl Default for RspParser {
             digits: 0,
             remaining: 0,
             stack: Vec::new(),
+            after_attr: false,
             elem_start: 0,
             start: 0,
             kind: RspKind::Status,
@@ -101,6 +176,7 @@ impl RspParser {
     pub fn reset(&mut self) {
         self.state = State::Type;
         self.stack.clear();
+        self.after_attr = false;
         self.elems.clear();
         // A huge array reply must not pin its element positions for good.
         if self.elems.capacity() > KEEP_ELEMS {
@@ -109,7 +185,7 @@ impl RspParser {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.state == State::Type && self.stack.is_empty()
+        self.state == State::Type && self.stack.is_empty() && !self.after_attr
     }
 
     /// The first bytes of a top-level status or error line (without `-`).
@@ -141,44 +217,58 @@ impl RspParser {
             let pos = base + i as u64;
             match self.state {
                 State::Type => {
+                    let kind = RspKind::of(c);
+                    if kind.is_none() && c != b'|' {
+                        return (i, Progress::Error);
+                    }
                     if self.top() {
-                        self.start = pos;
+                        if !self.after_attr {
+                            self.start = pos;
+                        }
                         self.elems.clear();
                         self.integer = None;
                         self.count = 0;
                         self.prefix_len = 0;
                         self.line_ok = true;
-                        self.kind = match c {
-                            b'+' => RspKind::Status,
-                            b'-' => RspKind::Error,
-                            b':' => RspKind::Integer,
-                            b'$' => RspKind::Bulk,
-                            b'*' => RspKind::Array,
-                            _ => return (i, Progress::Error),
-                        };
-                    } else if self.stack.len() == 1 {
+                        if let Some(k) = kind {
+                            self.kind = k;
+                        }
+                    } else if self.stack.len() == 1
+                        && !self.after_attr
+                        && self.stack.first().is_some_and(|f| !f.attr)
+                    {
                         self.elem_start = pos;
                     }
+                    self.after_attr = false;
                     self.cur = c;
                     self.neg = false;
                     self.num = 0;
                     self.digits = 0;
+                    self.line_ok = true;
                     self.state = match c {
-                        b'+' | b'-' | b':' => State::Line,
-                        b'$' | b'*' => State::Len,
-                        _ => return (i, Progress::Error),
+                        b'$' | b'*' | b'!' | b'=' | b'%' | b'~' | b'>' | b'|' => State::Len,
+                        _ => State::Line,
                     };
                 }
                 State::Line => {
                     let rest = data.get(i..).unwrap_or_default();
                     let n = rest.iter().position(|&b| b == b'\r').unwrap_or(rest.len());
+                    let line = rest.get(..n).unwrap_or_default();
                     if self.top() {
-                        self.note_line(rest.get(..n).unwrap_or_default());
-                    } else if self.cur == b':' {
-                        // Integers inside arrays are validated, not kept.
-                        for &b in rest.get(..n).unwrap_or_default() {
-                            self.integer_digit(b);
+                        self.note_line(line);
+                    }
+                    match self.cur {
+                        // Statuses and errors are taken as they come.
+                        b'+' | b'-' => {}
+                        // Integers are validated at any depth, kept at the
+                        // top (in note_line).
+                        b':' if self.top() => {}
+                        b':' => {
+                            for &b in line {
+                                self.integer_digit(b);
+                            }
                         }
+                        _ => self.resp3_line(line),
                     }
                     i += n;
                     if n < rest.len() {
@@ -191,14 +281,14 @@ impl RspParser {
                     if c != b'\n' {
                         return (i, Progress::Error);
                     }
-                    if self.cur == b':' && (!self.line_ok || self.digits == 0) {
+                    if !self.line_done() {
                         return (i, Progress::Error);
                     }
                     if self.cur == b':' && self.top() {
                         self.integer = Some(if self.neg { -self.num } else { self.num });
                     }
-                    if let Some(end) = self.value_done(pos + 1) {
-                        return (i + 1, Progress::Complete(end));
+                    if let Some(p) = self.value_done(pos + 1) {
+                        return (i + 1, p);
                     }
                 }
                 State::Len => {
@@ -212,10 +302,9 @@ impl RspParser {
                     } else if c.is_ascii_digit() {
                         self.num = self.num * 10 + i64::from(c - b'0');
                         self.digits += 1;
-                        let max = if self.cur == b'$' {
-                            MAX_BULK
-                        } else {
-                            MAX_ELEMS
+                        let max = match self.cur {
+                            b'$' | b'!' | b'=' => MAX_BULK,
+                            _ => MAX_ELEMS,
                         };
                         if self.num > max {
                             return (i, Progress::Error);
@@ -228,30 +317,46 @@ impl RspParser {
                     if c != b'\n' {
                         return (i, Progress::Error);
                     }
-                    if self.neg && !(self.num == 1 && self.digits == 1) {
+                    // Only RESP2's null bulk and null array are negative.
+                    if self.neg
+                        && !(self.num == 1 && self.digits == 1 && matches!(self.cur, b'$' | b'*'))
+                    {
                         return (i, Progress::Error);
                     }
                     let n = if self.neg { -1 } else { self.num };
-                    if self.cur == b'*' {
-                        if self.top() {
-                            self.count = n;
-                        }
-                        if n > 0 {
-                            if self.stack.len() >= MAX_DEPTH {
-                                return (i, Progress::Error);
+                    match self.cur {
+                        b'$' | b'!' | b'=' => {
+                            if n < 0 {
+                                if let Some(p) = self.value_done(pos + 1) {
+                                    return (i + 1, p);
+                                }
+                            } else {
+                                self.remaining = n as u64;
+                                self.state = if n == 0 { State::DataCr } else { State::Data };
                             }
-                            self.stack.push(n);
-                            self.state = State::Type;
-                        } else if let Some(end) = self.value_done(pos + 1) {
-                            return (i + 1, Progress::Complete(end));
                         }
-                    } else if n < 0 {
-                        if let Some(end) = self.value_done(pos + 1) {
-                            return (i + 1, Progress::Complete(end));
+                        agg => {
+                            let attr = agg == b'|';
+                            if self.top() && !attr {
+                                self.count = n;
+                            }
+                            // Maps and attributes hold n pairs.
+                            let values = if matches!(agg, b'%' | b'|') { 2 * n } else { n };
+                            if values > 0 {
+                                if self.stack.len() >= MAX_DEPTH {
+                                    return (i, Progress::Error);
+                                }
+                                self.stack.push(Frame { left: values, attr });
+                                self.state = State::Type;
+                            } else if attr {
+                                // An empty attribute still annotates what
+                                // follows.
+                                self.state = State::Type;
+                                self.after_attr = true;
+                            } else if let Some(p) = self.value_done(pos + 1) {
+                                return (i + 1, p);
+                            }
                         }
-                    } else {
-                        self.remaining = n as u64;
-                        self.state = if n == 0 { State::DataCr } else { State::Data };
                     }
                 }
                 State::Data => {
@@ -273,8 +378,8 @@ impl RspParser {
                     if c != b'\n' {
                         return (i, Progress::Error);
                     }
-                    if let Some(end) = self.value_done(pos + 1) {
-                        return (i + 1, Progress::Complete(end));
+                    if let Some(p) = self.value_done(pos + 1) {
+                        return (i + 1, p);
                     }
                 }
             }
@@ -297,6 +402,37 @@ impl RspParser {
         }
     }
 
+    /// Validates bytes of a RESP3 line value as they stream by (`digits`
+    /// counts them).
+    fn resp3_line(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let ok = match self.cur {
+                b'#' => self.digits == 0 && (b == b't' || b == b'f'),
+                b'(' => b.is_ascii_digit() || (b == b'-' && self.digits == 0 && !self.neg),
+                // Digits, sign, point, exponent, `inf`, `nan`.
+                b',' => b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.'),
+                _ => false,
+            };
+            if !ok {
+                self.line_ok = false;
+            }
+            if b == b'-' && self.cur == b'(' && self.digits == 0 {
+                self.neg = true;
+            } else {
+                self.digits = self.digits.saturating_add(1);
+            }
+        }
+    }
+
+    /// The line of the current value is whole: is it valid for its type?
+    fn line_done(&self) -> bool {
+        match self.cur {
+            b':' | b'(' | b'#' | b',' => self.line_ok && self.digits > 0,
+            b'_' => self.digits == 0 && self.line_ok && !self.neg,
+            _ => true,
+        }
+    }
+
     fn integer_digit(&mut self, b: u8) {
         if b == b'-' && self.digits == 0 && !self.neg {
             self.neg = true;
@@ -315,24 +451,33 @@ impl RspParser {
         }
     }
 
-    /// A value ended at `end`; closes finished arrays. Returns the end of
-    /// the whole reply when the top-level value is complete.
-    fn value_done(&mut self, end: u64) -> Option<u64> {
+    /// A value ended at `end`; closes finished aggregates. Returns the
+    /// outcome when the top-level value is complete.
+    fn value_done(&mut self, end: u64) -> Option<Progress> {
         self.state = State::Type;
         loop {
-            let depth = self.stack.len();
-            if depth == 0 {
-                return Some(end);
-            }
-            if depth == 1 {
+            let Some(top) = self.stack.last_mut() else {
+                return Some(if self.kind == RspKind::Push {
+                    Progress::Push(end)
+                } else {
+                    Progress::Complete(end)
+                });
+            };
+            let attr = top.attr;
+            top.left -= 1;
+            let open = top.left > 0;
+            if self.stack.len() == 1 && !attr {
                 self.elems.push((self.elem_start, end));
             }
-            let top = self.stack.last_mut()?;
-            *top -= 1;
-            if *top > 0 {
+            if open {
                 return None;
             }
             self.stack.pop();
+            if attr {
+                // Not a value: the one it annotates comes next.
+                self.after_attr = true;
+                return None;
+            }
         }
     }
 }
@@ -349,6 +494,40 @@ mod tests {
 
     type Parsed = (RspKind, Option<i64>, i64, Vec<(u64, u64)>, u64);
 
+    /// Every reply's start and end, and whether it was a push.
+    fn frames(input: &[u8], step: usize) -> Result<Vec<(u64, u64, bool)>, usize> {
+        let mut p = RspParser::new();
+        let mut out = Vec::new();
+        let mut pos = 0usize;
+        while pos < input.len() {
+            let limit = (pos + step).min(input.len());
+            let (n, prog) = p.feed(&input[pos..limit], pos as u64);
+            pos += n;
+            match prog {
+                Progress::Incomplete => assert_eq!(pos, limit),
+                Progress::Complete(end) | Progress::Push(end) => {
+                    assert_eq!(end, pos as u64);
+                    out.push((p.start, end, matches!(prog, Progress::Push(_))));
+                    p.reset();
+                }
+                Progress::Error => return Err(pos),
+            }
+        }
+        if !p.is_idle() {
+            return Err(usize::MAX);
+        }
+        Ok(out)
+    }
+
+    /// Parses every reply whole and at every piece size; all must agree.
+    fn every(input: &[u8]) -> Result<Vec<Parsed>, usize> {
+        let whole = parse_all(input, input.len());
+        for step in 1..input.len() {
+            assert_eq!(parse_all(input, step), whole, "step {step}");
+        }
+        whole
+    }
+
     fn parse_all(input: &[u8], step: usize) -> Result<Vec<Parsed>, usize> {
         let mut p = RspParser::new();
         let mut out = Vec::new();
@@ -359,8 +538,9 @@ mod tests {
             pos += n;
             match prog {
                 Progress::Incomplete => {}
-                Progress::Complete(end) => {
+                Progress::Complete(end) | Progress::Push(end) => {
                     assert_eq!(end, pos as u64);
+                    assert_eq!(matches!(prog, Progress::Push(_)), p.kind == RspKind::Push);
                     out.push((p.kind, p.integer, p.count, p.elems.clone(), end));
                     p.reset();
                 }
@@ -421,5 +601,138 @@ mod tests {
         assert!(parse_all(b":abc\r\n", 100).is_err());
         assert!(parse_all(b"$-2\r\n", 100).is_err());
         assert!(parse_all(b"$3\r\nabcd\r\n", 100).is_err());
+    }
+
+    #[test]
+    fn resp3_scalars() {
+        use RspKind::*;
+        let input: &[u8] = b"_\r\n#t\r\n#f\r\n,3.14\r\n,-1e10\r\n,inf\r\n,-inf\r\n,nan\r\n\
+(3492890328409238509324850943850943825024385\r\n(-1\r\n!21\r\nSYNTAX invalid syntax\r\n\
+=15\r\ntxt:Some string\r\n!0\r\n\r\n";
+        let got = every(input).unwrap();
+        let kinds: Vec<RspKind> = got.iter().map(|p| p.0).collect();
+        assert_eq!(
+            kinds,
+            [
+                Null, Boolean, Boolean, Double, Double, Double, Double, Double, BigNumber,
+                BigNumber, BlobError, Verbatim, BlobError
+            ]
+        );
+        assert!(got
+            .iter()
+            .all(|p| p.1.is_none() && p.2 == 0 && p.3.is_empty()));
+        for bad in [
+            &b"_x\r\n"[..],
+            b"#\r\n",
+            b"#x\r\n",
+            b"#tt\r\n",
+            b",\r\n",
+            b",1 2\r\n",
+            b"(\r\n",
+            b"(-\r\n",
+            b"(--1\r\n",
+            b"(1a\r\n",
+            b"!-1\r\n",
+            b"=-1\r\n",
+            b"%-1\r\n",
+            b"~-1\r\n",
+            b">-1\r\n",
+            b"|-1\r\n",
+            b"$?\r\n",
+            b"*?\r\n",
+            b"!3\r\nabcd\r\n",
+        ] {
+            assert!(every(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn resp3_aggregates() {
+        let input: &[u8] = b"%2\r\n+first\r\n:1\r\n$6\r\nsecond\r\n*2\r\n_\r\n#f\r\n\
+~3\r\n+a\r\n,1.5\r\n%1\r\n+k\r\n+v\r\n%0\r\n~0\r\n";
+        let got = every(input).unwrap();
+        assert_eq!(got.len(), 4);
+        let (kind, _, count, elems, end) = &got[0];
+        assert_eq!((*kind, *count, elems.len()), (RspKind::Map, 2, 4));
+        let (s, e) = elems[3];
+        assert_eq!(&input[s as usize..e as usize], b"*2\r\n_\r\n#f\r\n");
+        assert_eq!(e, *end);
+        assert_eq!((got[1].0, got[1].2, got[1].3.len()), (RspKind::Set, 3, 3));
+        assert_eq!((got[2].0, got[2].2, got[2].3.len()), (RspKind::Map, 0, 0));
+        assert_eq!((got[3].0, got[3].2), (RspKind::Set, 0));
+    }
+
+    #[test]
+    fn attributes_belong_to_the_value_after_them() {
+        // A top-level attribute: the reply starts at it and has the kind
+        // and elements of the value it annotates.
+        let input: &[u8] =
+            b"|1\r\n+key-popularity\r\n%2\r\n$1\r\na\r\n,0.19\r\n$1\r\nb\r\n,0.05\r\n\
+*2\r\n:2039123\r\n:9543892\r\n\
+*2\r\n|1\r\n+ttl\r\n:3600\r\n:1\r\n:2\r\n\
+|0\r\n:7\r\n\
+|1\r\n+a\r\n|1\r\n+b\r\n+c\r\n+d\r\n$1\r\nx\r\n";
+        let got = every(input).unwrap();
+        assert_eq!(got.len(), 4);
+        let (kind, integer, count, elems, _) = &got[0];
+        assert_eq!((*kind, *integer, *count), (RspKind::Array, None, 2));
+        assert_eq!(elems.len(), 2);
+        let (s, e) = elems[0];
+        assert_eq!(&input[s as usize..e as usize], b":2039123\r\n");
+        // An attribute before an element is part of that element.
+        let (kind, _, count, elems, end) = &got[1];
+        assert_eq!((*kind, *count), (RspKind::Array, 2));
+        let (s, e) = elems[0];
+        assert_eq!(
+            &input[s as usize..e as usize],
+            b"|1\r\n+ttl\r\n:3600\r\n:1\r\n"
+        );
+        assert_eq!(elems[1].1, *end);
+        assert_eq!((got[2].0, got[2].1), (RspKind::Integer, Some(7)));
+        assert_eq!(got[3].0, RspKind::Bulk);
+        let starts: Vec<u64> = frames(input, input.len())
+            .unwrap()
+            .iter()
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(starts[0], 0);
+        assert_eq!(input[starts[2] as usize], b'|');
+        // An attribute alone is not a reply yet.
+        let mut p = RspParser::new();
+        assert_eq!(p.feed(b"|1\r\n+a\r\n+b\r\n", 0), (12, Progress::Incomplete));
+        assert!(!p.is_idle());
+    }
+
+    #[test]
+    fn pushes_are_their_own_outcome() {
+        let input: &[u8] = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n:1\r\n\
+|1\r\n+a\r\n+b\r\n>2\r\n+invalidate\r\n*1\r\n$1\r\nk\r\n*1\r\n>1\r\n+x\r\n";
+        let got = frames(input, input.len()).unwrap();
+        let push: Vec<bool> = got.iter().map(|f| f.2).collect();
+        // A push nested in an array is only an element.
+        assert_eq!(push, [true, false, true, false]);
+        for step in 1..input.len() {
+            assert_eq!(frames(input, step).unwrap(), got, "step {step}");
+        }
+        let whole = every(input).unwrap();
+        assert_eq!(
+            (whole[0].0, whole[0].2, whole[0].3.len()),
+            (RspKind::Push, 3, 3)
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded_for_every_aggregate() {
+        for open in [&b"*1\r\n"[..], b"%1\r\n", b"~1\r\n", b">1\r\n", b"|1\r\n"] {
+            let mut deep = open.repeat(MAX_DEPTH);
+            deep.extend_from_slice(open);
+            let mut p = RspParser::new();
+            let (n, prog) = p.feed(&deep, 0);
+            assert_eq!(prog, Progress::Error, "{:?}", String::from_utf8_lossy(open));
+            assert_eq!(n, deep.len() - 1);
+        }
+        let mut ok = b"*1\r\n".repeat(MAX_DEPTH);
+        ok.extend_from_slice(b"_\r\n");
+        assert_eq!(frames(&ok, 4096).unwrap().len(), 1);
     }
 }
