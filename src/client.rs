@@ -192,7 +192,7 @@ impl Context {
     /// the parser made of it (what redis executes for the line): loaded at
     /// offset 0 of a scratch input and parsed again, so routing, local
     /// replies and fragments read its arguments from there.
-    fn redis_inline_request(&mut self, ck: usize, rx: &ClientRx) {
+    fn redis_inline_request(&mut self, ck: ConnId, rx: &ClientRx) {
         let resp = rx.redis.inline_resp();
         let mut irx = ClientRx::default();
         irx.inbuf.load(&mut self.mbufs, resp);
