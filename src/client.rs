@@ -314,6 +314,11 @@ impl Context {
         self.deregister(&mut conn);
         let Conn::Client(mut c) = conn else { return };
         c.rx.inbuf.clear(&mut self.mbufs);
+        if let Some(tx) = c.tx.take() {
+            for (segs, _) in &tx.cmds {
+                self.mbufs.release_segs(segs);
+            }
+        }
         self.nclients = self.nclients.saturating_sub(1);
         if let Some(pool) = self.topo.pool_mut(c.pool) {
             pool.nclients = pool.nclients.saturating_sub(1);

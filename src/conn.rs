@@ -7,6 +7,7 @@ use crate::msg::MsgId;
 use crate::net::{Listener, Stream};
 use crate::proto::memcache::request::McReqParser;
 use crate::proto::memcache::response::McRspParser;
+use crate::proto::redis::reply::Proto;
 use crate::proto::redis::request::ReqParser;
 use crate::proto::redis::response::RspParser;
 use crate::topology::{PoolId, ServerId};
@@ -60,6 +61,15 @@ pub struct ClientConn {
     /// Its pool was removed or moved by a reload: read what it sent so
     /// far, then close after the replies.
     pub retiring: bool,
+    /// RESP2 until `HELLO 3`.
+    pub proto: Proto,
+    /// `CLIENT SETNAME` / `HELLO ... SETNAME`, kept by the proxy (server
+    /// connections are shared, so it is never sent on).
+    pub name: Option<Vec<u8>>,
+    /// `CLIENT ID`: unique for the life of the process.
+    pub id: u64,
+    /// Commands queued since MULTI.
+    pub tx: Option<Box<crate::transaction::Tx>>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +93,8 @@ pub struct ServerConn {
     /// Takes no new request (its server left the pool, or the settings it
     /// was set up with changed): closed once its queues are empty.
     pub draining: bool,
+    /// The protocol it was set up with (`HELLO 3` for RESP3 clients).
+    pub proto: Proto,
 }
 
 impl ServerConn {

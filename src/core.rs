@@ -90,6 +90,8 @@ pub struct Context {
     /// Successful and failed reloads (stats scalars).
     pub reloads: u64,
     pub reload_failures: u64,
+    /// When the engine started (INFO's uptime).
+    pub started: Instant,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -147,6 +149,7 @@ impl Context {
             max_clients: usize::MAX,
             reloads: 0,
             reload_failures: 0,
+            started: now,
         };
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)

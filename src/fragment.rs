@@ -13,7 +13,12 @@ pub fn redis_reply_fits(merge: Option<Merge>, kind: RspKind, count: i64) -> bool
         Some(Merge::Array) => kind == RspKind::Array && count >= 0,
         Some(Merge::Sum) => kind == RspKind::Integer,
         Some(Merge::Ok) => kind == RspKind::Status,
-        Some(Merge::Values) | None => false,
+        Some(Merge::Same) | Some(Merge::Info) => {
+            !matches!(kind, RspKind::Error | RspKind::BlobError)
+        }
+        Some(Merge::AllOf) => kind == RspKind::Array && count >= 0,
+        Some(Merge::Scan) => kind == RspKind::Array && count == 2,
+        Some(Merge::Values) | Some(Merge::McOk) | None => false,
     }
 }
 
@@ -32,6 +37,12 @@ impl Context {
                 }
                 bad |= m.bad_reply;
             }
+        }
+        // INFO answers with the servers that answered (it fails only when
+        // none did, which `merge_info` tells).
+        if frag.merge == Some(Merge::Info) {
+            err = 0;
+            bad = false;
         }
         let mut rsp = Vec::new();
         if err == 0 && !bad {
@@ -67,6 +78,20 @@ impl Context {
                     }
                 }
                 Some(Merge::Values) => bad = !self.merge_values(&frag, &mut rsp),
+                Some(Merge::Same) => bad = !self.merge_same(&frag.children, &mut rsp),
+                Some(Merge::AllOf) => bad = !self.merge_all_of(&frag.children, &mut rsp),
+                Some(Merge::Scan) => bad = !self.merge_scan(&frag, &mut rsp),
+                Some(Merge::Info) => bad = !self.merge_info(parent, &frag, &mut rsp),
+                Some(Merge::McOk) => {
+                    bad = frag.children.iter().any(|&c| {
+                        self.msgs
+                            .get(c)
+                            .is_none_or(|m| self.flat(&m.rsp).as_slice() != b"OK\r\n")
+                    });
+                    if !bad {
+                        self.mbufs.push_bytes(b"OK\r\n", &mut rsp);
+                    }
+                }
                 None => bad = true,
             }
         }
@@ -83,6 +108,208 @@ impl Context {
             p.err = err;
             p.done = true;
         }
+    }
+
+    /// The bytes of a (small) reply, copied out of its segments: only for
+    /// the rare replies the proxy rewrites (fan-outs, SCAN).
+    fn flat(&self, segs: &[crate::mbuf::Seg]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for s in segs {
+            v.extend_from_slice(self.mbufs.bytes(s));
+        }
+        v
+    }
+
+    /// Bytes `a..b` of a child's reply.
+    fn element(&self, m: &crate::msg::Msg, (a, b): (u32, u32)) -> Vec<u8> {
+        self.flat(&m.rsp)
+            .get(a as usize..b as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// SCRIPT LOAD: every server must answer the same (the sha); that
+    /// reply is the client's.
+    fn merge_same(&mut self, children: &[MsgId], out: &mut Vec<crate::mbuf::Seg>) -> bool {
+        let mut first: Option<Vec<u8>> = None;
+        for &c in children {
+            let Some(m) = self.msgs.get(c) else {
+                return false;
+            };
+            let b = self.flat(&m.rsp);
+            match &first {
+                None => first = Some(b),
+                Some(f) if *f == b => {}
+                Some(_) => return false,
+            }
+        }
+        match first {
+            Some(b) => {
+                self.mbufs.push_bytes(&b, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// SCRIPT EXISTS: one integer per sha, 1 only where every server says 1.
+    fn merge_all_of(&mut self, children: &[MsgId], out: &mut Vec<crate::mbuf::Seg>) -> bool {
+        let mut all: Option<Vec<bool>> = None;
+        for &c in children {
+            let Some(m) = self.msgs.get(c) else {
+                return false;
+            };
+            let these: Vec<bool> = m
+                .elems
+                .iter()
+                .map(|&e| self.element(m, e).as_slice() == b":1\r\n")
+                .collect();
+            all = Some(match all {
+                None => these,
+                Some(prev) if prev.len() == these.len() => {
+                    prev.iter().zip(&these).map(|(a, b)| *a && *b).collect()
+                }
+                Some(_) => return false,
+            });
+        }
+        let Some(all) = all else {
+            return false;
+        };
+        let mut r = Vec::with_capacity(8 + all.len() * 4);
+        crate::proto::redis::reply::array(&mut r, all.len());
+        for yes in all {
+            crate::proto::redis::reply::integer(&mut r, i64::from(yes));
+        }
+        self.mbufs.push_bytes(&r, out);
+        true
+    }
+
+    /// SCAN: the server's reply with its cursor re-encoded (see
+    /// `request.rs`, `scan`).
+    fn merge_scan(&mut self, frag: &crate::msg::Frag, out: &mut Vec<crate::mbuf::Seg>) -> bool {
+        let Some(m) = frag.children.first().and_then(|&c| self.msgs.get(c)) else {
+            return false;
+        };
+        let (Some(&cur), Some(&(ka, kb))) = (m.elems.first(), m.elems.get(1)) else {
+            return false;
+        };
+        let bulk = self.element(m, cur);
+        // `$<len>\r\n<digits>\r\n`
+        let digits = bulk
+            .iter()
+            .position(|&b| b == b'\n')
+            .and_then(|i| bulk.get(i + 1..bulk.len().saturating_sub(2)))
+            .unwrap_or_default();
+        let Some(next) = crate::plan::parse_digits(digits).or((digits == b"0").then_some(0)) else {
+            return false;
+        };
+        let (i, n) = (u64::from(frag.index), u64::from(frag.count.max(1)));
+        let cursor = if next == 0 {
+            if i + 1 < n {
+                i + 1
+            } else {
+                0
+            }
+        } else {
+            match next.checked_mul(n).and_then(|c| c.checked_add(i)) {
+                Some(c) => c,
+                None => return false,
+            }
+        };
+        let mut head = Vec::with_capacity(32);
+        crate::proto::redis::reply::array(&mut head, 2);
+        crate::proto::redis::reply::bulk(&mut head, cursor.to_string().as_bytes());
+        self.mbufs.push_bytes(&head, out);
+        let from = out.len();
+        slice_segs(&m.rsp, ka as usize, kb as usize, out);
+        for s in out.get(from..).unwrap_or_default() {
+            self.mbufs.retain(s.id);
+        }
+        true
+    }
+
+    /// INFO: the proxy's own INFO text, with the lowest `redis_version` of
+    /// the servers that answered and their keyspace summed.
+    fn merge_info(
+        &mut self,
+        parent: MsgId,
+        frag: &crate::msg::Frag,
+        out: &mut Vec<crate::mbuf::Seg>,
+    ) -> bool {
+        use crate::proto::redis::reply::{self, DbKeys, Info};
+        let mut lowest: Option<(Vec<u64>, String)> = None;
+        let mut dbs: Vec<DbKeys> = Vec::new();
+        let mut answered = 0;
+        for &c in &frag.children {
+            let Some(m) = self.msgs.get(c) else {
+                continue;
+            };
+            if m.err != 0 || m.bad_reply {
+                continue;
+            }
+            answered += 1;
+            let text = String::from_utf8_lossy(&self.flat(&m.rsp)).into_owned();
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("redis_version:") {
+                    let v = v.trim().to_string();
+                    let key: Vec<u64> = v.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+                    if lowest.as_ref().is_none_or(|(k, _)| key < *k) {
+                        lowest = Some((key, v));
+                    }
+                } else if let Some(d) = parse_db_line(line) {
+                    match dbs.iter_mut().find(|x| x.db == d.db) {
+                        Some(x) => {
+                            x.keys += d.keys;
+                            x.expires += d.expires;
+                            x.avg_ttl = x.avg_ttl.max(d.avg_ttl);
+                        }
+                        None => dbs.push(d),
+                    }
+                }
+            }
+        }
+        if answered == 0 {
+            return false;
+        }
+        dbs.sort_by_key(|d| d.db);
+        let (proto, ck) = match self.msgs.get(parent) {
+            Some(m) => (m.proto, m.client()),
+            None => return false,
+        };
+        let (port, clients) = match ck.and_then(|c| match self.conns.get(c) {
+            Some(crate::conn::Conn::Client(c)) => self.topo.pool(c.pool),
+            _ => None,
+        }) {
+            Some(p) => (
+                match &p.conf.listen {
+                    crate::conf::Listen::Tcp(a) => a.port(),
+                    crate::conf::Listen::Unix { .. } => 0,
+                },
+                p.nclients as u64,
+            ),
+            None => (0, 0),
+        };
+        let wanted_text = frag.key_bytes.clone();
+        let wanted: Vec<&[u8]> = wanted_text
+            .split(|&b| b == b' ')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let (sysname, release, machine) = crate::daemon::uname();
+        let os = format!("{sysname} {release} {machine}");
+        let version = lowest.map_or_else(|| "0.0.0".to_string(), |(_, v)| v);
+        let info = Info {
+            redis_version: version.as_bytes(),
+            os: os.as_bytes(),
+            process_id: std::process::id(),
+            tcp_port: port,
+            uptime_in_seconds: self.started.elapsed().as_secs(),
+            connected_clients: clients,
+            keyspace: Some(&dbs),
+        };
+        let mut r = Vec::new();
+        reply::info(proto, &mut r, &info, &wanted);
+        self.mbufs.push_bytes(&r, out);
+        true
     }
 
     /// MGET: `*<nkeys>` then, for each key in request order, the next
@@ -201,4 +428,26 @@ fn segs_equal(
         rest = rest.get(part.len()..).unwrap_or_default();
     }
     rest.is_empty()
+}
+
+/// `db0:keys=1,expires=0,avg_ttl=0` of an INFO keyspace section.
+fn parse_db_line(line: &str) -> Option<crate::proto::redis::reply::DbKeys> {
+    let (db, rest) = line.strip_prefix("db")?.split_once(':')?;
+    let mut d = crate::proto::redis::reply::DbKeys {
+        db: db.parse().ok()?,
+        keys: 0,
+        expires: 0,
+        avg_ttl: 0,
+    };
+    for kv in rest.trim().split(',') {
+        let (k, v) = kv.split_once('=')?;
+        let v: u64 = v.parse().unwrap_or(0);
+        match k {
+            "keys" => d.keys = v,
+            "expires" => d.expires = v,
+            "avg_ttl" => d.avg_ttl = v,
+            _ => {}
+        }
+    }
+    Some(d)
 }

@@ -31,3 +31,4 @@ pub mod signal;
 pub mod stats;
 pub mod timer;
 pub mod topology;
+pub mod transaction;

@@ -195,6 +195,10 @@ impl Context {
                 paused: false,
                 hup: false,
                 retiring: false,
+                proto: Default::default(),
+                name: None,
+                id: self.total_conns + 1,
+                tx: None,
             }));
             if self.register(key).is_err() {
                 let _ = self.conns.remove(key);

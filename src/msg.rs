@@ -26,6 +26,7 @@
 use crate::conn::ConnId;
 use crate::id::Id;
 use crate::mbuf::Seg;
+use crate::proto::redis::reply::Proto;
 use crate::topology::ServerId;
 use std::time::Instant;
 
@@ -44,6 +45,15 @@ pub enum Origin {
     Orphan,
 }
 
+/// A step between a reply's arrival and its delivery to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Nothing,
+    /// `HELLO 3` asked of a backend: an error becomes `NOPROTO`, success
+    /// switches the client to RESP3.
+    Hello3,
+}
+
 /// The kinds of request the proxy sends for itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Internal {
@@ -51,6 +61,11 @@ pub enum Internal {
     Auth,
     /// `redis_db` on a new server connection (its failure is logged).
     Select,
+    /// `HELLO 3` on a new server connection for RESP3 clients.
+    Hello,
+    /// MULTI and the queued commands of a transaction: only EXEC's reply
+    /// goes to the client.
+    TxStep,
 }
 
 /// What the client gets back for a multi-key request split over servers.
@@ -64,6 +79,16 @@ pub enum Merge {
     Ok,
     /// memcached get/gets: the VALUE blocks in request order, then END.
     Values,
+    /// SCRIPT LOAD on every server: each must answer the same; that reply.
+    Same,
+    /// SCRIPT EXISTS on every server: per element, 1 only if all say 1.
+    AllOf,
+    /// INFO of every server: the proxy's INFO with their lowest version.
+    Info,
+    /// SCAN on one server: its cursor re-encoded with the server's index.
+    Scan,
+    /// memcached flush_all on every server: `OK` when all say `OK`.
+    McOk,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +104,9 @@ pub struct Frag {
     /// ends, to put VALUE blocks back in request order.
     pub key_bytes: Vec<u8>,
     pub key_ends: Vec<u32>,
+    /// SCAN: the index of the server asked and the number of servers.
+    pub index: u32,
+    pub count: u32,
 }
 
 #[derive(Debug)]
@@ -103,6 +131,11 @@ pub struct Msg {
     pub server: Option<ServerId>,
     /// The topology generation the request was routed under.
     pub generation: u64,
+    /// The protocol of the client it is for: a RESP3 client's requests go
+    /// on RESP3 server connections.
+    pub proto: Proto,
+    /// What to do with the reply before the client gets it.
+    pub after: After,
     pub frag: Option<Box<Frag>>,
     /// Reply attached (or error set): ready to be written to the client.
     pub done: bool,
@@ -127,6 +160,8 @@ impl Frag {
         self.key_child.clear();
         self.key_bytes.clear();
         self.key_ends.clear();
+        self.index = 0;
+        self.count = 0;
     }
 }
 
@@ -150,6 +185,8 @@ impl Msg {
             server_conn: None,
             server: None,
             generation: 0,
+            proto: Proto::Resp2,
+            after: After::Nothing,
             frag: None,
             done: false,
             err: 0,

@@ -18,10 +18,13 @@
 use crate::client::CLIENT_HARD_HELD;
 use crate::conn::{ClientRx, Conn, ConnId};
 use crate::core::Context;
+use crate::mbuf::Seg;
+use crate::msg::After;
 use crate::msg::{Frag, Merge, MsgId, Origin};
 use crate::net;
-use crate::plan::{self, Plan, PLACEHOLDER};
+use crate::plan::{self, ClientState, Plan, PLACEHOLDER};
 use crate::proto::memcache::request::McKey;
+use crate::proto::redis::reply::{self, Proto};
 use crate::proto::redis::request::Arg;
 use crate::topology::{PoolId, ServerId};
 
@@ -88,19 +91,29 @@ impl Context {
         let Some(Conn::Client(c)) = self.conns.get(ck) else {
             return;
         };
-        let (pid, authed) = (c.pool, c.authed);
+        let (pid, proto) = (c.pool, c.proto);
         let mid = self.new_request(ck);
         self.hold(ck, mid, (end - p.start) as usize);
-        let Some(pool) = self.topo.pool(pid) else {
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.proto = proto;
+        }
+        let (Some(pool), Some(Conn::Client(c))) = (self.topo.pool(pid), self.conns.get(ck)) else {
             self.fail_request(mid, libc::EINVAL);
             return;
+        };
+        let state = ClientState {
+            authed: c.authed,
+            proto: c.proto,
+            in_tx: c.tx.is_some(),
+            id: c.id,
+            name: c.name.as_deref(),
         };
         let mut args = InputArgs {
             rx,
             mbufs: &self.mbufs,
             scratch: &mut self.key_scratch,
         };
-        let decided = plan::redis(&pool.conf, authed, p.command(), &mut args);
+        let decided = plan::redis(&pool.conf, state, p.spec(), &mut args);
         self.carry_out(ck, mid, rx, pid, decided, p.start, end);
     }
 
@@ -145,13 +158,220 @@ impl Context {
                 self.local_reply(mid, reply);
             }
             Plan::Forward(key) => self.forward_by_key(mid, rx, pid, key, start, end),
+            Plan::ForwardKeys(keys) => self.forward_one_server(mid, rx, pid, &keys, start, end),
             Plan::Split {
                 merge: Merge::Values,
                 name,
                 ..
             } => self.mc_fragment(mid, rx, pid, name),
             Plan::Split { merge, step, name } => self.fragment(mid, rx, pid, merge, step, name),
+            Plan::FanOut(merge) => {
+                let mut segs = Vec::new();
+                rx.inbuf.segs(&mut self.mbufs, start, end, &mut segs);
+                self.fan_out(mid, pid, merge, &segs, (end - start) as usize);
+                self.mbufs.release_segs(&segs);
+            }
+            Plan::Info => {
+                let mut wanted = Vec::new();
+                for a in rx.redis.args.iter().skip(1) {
+                    let (from, to) = arg_range(a);
+                    wanted.extend_from_slice(rx.inbuf.bytes(
+                        &self.mbufs,
+                        from,
+                        to,
+                        &mut self.key_scratch,
+                    ));
+                    wanted.push(b' ');
+                }
+                let mut segs = Vec::new();
+                self.mbufs.push_bytes(b"*1\r\n$4\r\nINFO\r\n", &mut segs);
+                self.fan_out(mid, pid, Merge::Info, &segs, 14);
+                self.mbufs.release_segs(&segs);
+                if let Some(f) = self.msgs.get_mut(mid).and_then(|m| m.frag.as_mut()) {
+                    f.key_bytes = wanted;
+                }
+            }
+            Plan::Scan { cursor } => self.scan(mid, rx, pid, cursor, end),
+            Plan::SetName(name) => {
+                if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+                    c.name = name;
+                }
+                self.local_reply(mid, b"+OK\r\n");
+            }
+            Plan::Hello2 { setname } => {
+                let id = match self.conns.get_mut(ck) {
+                    Some(Conn::Client(c)) => {
+                        c.proto = Proto::Resp2;
+                        c.authed = true;
+                        if setname.is_some() {
+                            c.name = setname;
+                        }
+                        c.id
+                    }
+                    _ => 0,
+                };
+                let mut r = Vec::new();
+                reply::hello(
+                    Proto::Resp2,
+                    &mut r,
+                    &reply::HelloInfo {
+                        server: b"redis",
+                        version: b"7.0.0",
+                        id: i64::try_from(id).unwrap_or(i64::MAX),
+                        mode: b"standalone",
+                        role: b"master",
+                    },
+                );
+                if let Some(m) = self.msgs.get_mut(mid) {
+                    m.proto = Proto::Resp2;
+                }
+                self.local_reply(mid, &r);
+            }
+            Plan::Hello3 { setname } => {
+                // Switched now, so requests pipelined behind HELLO already
+                // go on RESP3 connections; undone if the backend refuses.
+                if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+                    c.proto = Proto::Resp3;
+                    c.authed = true;
+                    if setname.is_some() {
+                        c.name = setname;
+                    }
+                }
+                let routed = self.topo.route(pid, PLACEHOLDER);
+                if let Some(m) = self.msgs.get_mut(mid) {
+                    m.proto = Proto::Resp3;
+                    m.after = After::Hello3;
+                    self.mbufs
+                        .push_bytes(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", &mut m.req);
+                    m.req_len = 24;
+                }
+                match routed {
+                    Ok(s) => self.forward(mid, s),
+                    Err(errno) => self.fail_request(mid, errno),
+                }
+            }
+            Plan::Multi => self.tx_begin(ck, mid),
+            Plan::Exec => self.tx_exec(ck, mid),
+            Plan::Discard => self.tx_discard(ck, mid),
+            Plan::Queue(keys) => self.tx_queue(ck, mid, rx, &keys, start, end),
+            Plan::QueueError(reply) => self.tx_refuse(ck, mid, &reply),
         }
+    }
+
+    /// A command whose keys must all be on one server (it cannot be
+    /// split): forwarded whole to that server, or refused.
+    fn forward_one_server(
+        &mut self,
+        mid: MsgId,
+        rx: &ClientRx,
+        pid: PoolId,
+        keys: &[usize],
+        start: u64,
+        end: u64,
+    ) {
+        let mut owner: Option<ServerId> = None;
+        for &i in keys {
+            let Some(a) = rx.redis.args.get(i) else {
+                continue;
+            };
+            let (from, to) = arg_range(a);
+            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
+            match self.topo.route(pid, k) {
+                Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
+                Ok(_) => {
+                    self.local_reply(
+                        mid,
+                        b"-CROSSSLOT Keys in request don't hash to the same server of the pool (hash tags keep keys together)\r\n",
+                    );
+                    return;
+                }
+                Err(errno) => {
+                    self.fail_request(mid, errno);
+                    return;
+                }
+            }
+        }
+        let Some(s) = owner else {
+            self.forward_by_key(mid, rx, pid, None, start, end);
+            return;
+        };
+        if let Some(m) = self.msgs.get_mut(mid) {
+            rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.req);
+            m.req_len = (end - start) as usize;
+        }
+        self.forward(mid, s);
+    }
+
+    /// Sends `req` (retained once per server) to every server of the pool;
+    /// their replies are merged by `merge`.
+    fn fan_out(&mut self, mid: MsgId, pid: PoolId, merge: Merge, req: &[Seg], len: usize) {
+        let servers = self
+            .topo
+            .pool(pid)
+            .map(|p| p.servers.clone())
+            .unwrap_or_default();
+        if servers.is_empty() {
+            self.fail_request(mid, libc::ECONNREFUSED);
+            return;
+        }
+        let proto = self.msgs.get(mid).map_or(Proto::Resp2, |m| m.proto);
+        let mut frag = self.new_frag();
+        frag.merge = Some(merge);
+        let mut children = Vec::with_capacity(servers.len());
+        for s in servers {
+            let child = self.alloc_msg(Origin::Fragment(mid));
+            if let Some(m) = self.msgs.get_mut(child) {
+                for seg in req {
+                    self.mbufs.retain(seg.id);
+                    m.req.push(*seg);
+                }
+                m.req_len = len;
+                m.proto = proto;
+            }
+            children.push((child, s));
+        }
+        self.start_fragments(mid, pid, frag, &children);
+    }
+
+    /// `SCAN cursor [options]`: the cursor names a server (`cursor % n`,
+    /// by its position in the pool) and that server's own cursor
+    /// (`cursor / n`); the reply's cursor is encoded the same way, moving to
+    /// the next server when one is done, so a full iteration visits every
+    /// server once.
+    fn scan(&mut self, mid: MsgId, rx: &ClientRx, pid: PoolId, cursor: u64, end: u64) {
+        let servers = self
+            .topo
+            .pool(pid)
+            .map(|p| p.servers.clone())
+            .unwrap_or_default();
+        let n = servers.len() as u64;
+        let Some(&s) = servers.get((cursor % n.max(1)) as usize) else {
+            self.fail_request(mid, libc::ECONNREFUSED);
+            return;
+        };
+        let own = (cursor / n).to_string();
+        let args = &rx.redis.args;
+        let child = self.alloc_msg(Origin::Fragment(mid));
+        let proto = self.msgs.get(mid).map_or(Proto::Resp2, |m| m.proto);
+        if let Some(m) = self.msgs.get_mut(child) {
+            let mut head = Vec::with_capacity(32);
+            reply::array(&mut head, args.len());
+            reply::bulk(&mut head, b"SCAN");
+            reply::bulk(&mut head, own.as_bytes());
+            self.mbufs.push_bytes(&head, &mut m.req);
+            let mut len = head.len();
+            if let Some(first) = args.get(2) {
+                rx.inbuf.segs(&mut self.mbufs, first.start, end, &mut m.req);
+                len += (end - first.start) as usize;
+            }
+            m.req_len = len;
+            m.proto = proto;
+        }
+        let mut frag = self.new_frag();
+        frag.merge = Some(Merge::Scan);
+        frag.index = (cursor % n) as u32;
+        frag.count = n as u32;
+        self.start_fragments(mid, pid, frag, &[(child, s)]);
     }
 
     /// Routes by `key` (or `placeholder`) and forwards the whole request.
@@ -394,6 +614,12 @@ impl Context {
             self.free_msg(mid);
             return;
         };
+        if m.after == After::Hello3 {
+            self.hello3_done(ck, mid);
+        }
+        let Some(m) = self.msgs.get_mut(mid) else {
+            return;
+        };
         if m.err != 0 && m.rsp.is_empty() && !m.noreply {
             let errno = m.err;
             if let Some(Conn::Client(c)) = self.conns.get(ck) {
@@ -429,6 +655,30 @@ impl Context {
             }
         }
         self.dirty_clients.push(ck);
+    }
+
+    /// The backend's answer to `HELLO 3`: passed on when it switched; an
+    /// error (or a failure to reach it) means no RESP3: `NOPROTO`, and the
+    /// client stays in RESP2.
+    fn hello3_done(&mut self, ck: ConnId, mid: MsgId) {
+        let Some(m) = self.msgs.get_mut(mid) else {
+            return;
+        };
+        let refused = m.err != 0
+            || m.rsp
+                .first()
+                .is_none_or(|seg| self.mbufs.bytes(seg).first() == Some(&b'-'));
+        if !refused {
+            return;
+        }
+        self.mbufs.release_segs(&m.rsp);
+        m.rsp.clear();
+        m.err = 0;
+        self.mbufs
+            .push_bytes(b"-NOPROTO unsupported protocol version\r\n", &mut m.rsp);
+        if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+            c.proto = Proto::Resp2;
+        }
     }
 
     /// Counts `bytes` more held by client `ck` for message `mid`.

@@ -17,6 +17,7 @@ use crate::core::{gather, Context, Side, IOV_MAX};
 use crate::msg::{Internal, MsgId, Origin};
 use crate::net::{self, IoStep, Stream};
 use crate::proto::memcache::response::{McRspKind, McRspParser, McValue, Progress as McProgress};
+use crate::proto::redis::reply::Proto;
 use crate::proto::redis::response::{Progress, RspKind, RspParser};
 use crate::timer::TimerEvent;
 use crate::topology::{PoolId, ServerId};
@@ -45,43 +46,61 @@ impl Context {
                 .server(s)
                 .is_some_and(|srv| srv.conns.iter().all(|&k| self.is_draining(k)));
             if none {
-                let _ = self.server_connect(s);
+                let _ = self.server_connect(s, Proto::Resp2);
             }
         }
     }
 
     fn is_draining(&self, sk: ConnId) -> bool {
-        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining)
+        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining || c.proto != Proto::Resp2)
     }
 
     /// Queues request `mid` on a connection to server `s`.
     pub fn forward(&mut self, mid: MsgId, s: ServerId) {
-        let sk = match self.server_conn(s) {
+        self.forward_block(&[mid], s);
+    }
+
+    /// Queues requests on one connection to server `s`, one after the
+    /// other, so they reach the server as one contiguous run (a
+    /// transaction). They all take the first one's protocol.
+    pub fn forward_block(&mut self, mids: &[MsgId], s: ServerId) {
+        let proto = mids
+            .first()
+            .and_then(|&m| self.msgs.get(m))
+            .map_or(Proto::Resp2, |m| m.proto);
+        let sk = match self.server_conn(s, proto) {
             Ok(sk) => sk,
             Err(errno) => {
-                self.fail_request(mid, errno);
+                for &mid in mids {
+                    self.fail_request(mid, errno);
+                }
                 return;
             }
         };
         let timeout = self.topo.server_pool(s).and_then(|p| p.conf.timeout_ms);
-        let Some(m) = self.msgs.get_mut(mid) else {
-            return;
-        };
-        m.server = Some(s);
-        m.server_conn = Some(sk);
-        let bytes = m.req_len as i64;
-        if let (Some(ms), false) = (timeout, m.noreply) {
-            m.deadline = Some(
-                self.timers
-                    .deadline(self.now, Duration::from_millis(ms), mid),
-            );
-        }
-        if let Some(srv) = self.topo.server_mut(s) {
-            srv.stats.in_queue += 1;
-            srv.stats.in_queue_bytes += bytes;
-        }
-        if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
-            c.inq.push_back(mid);
+        for &mid in mids {
+            let Some(m) = self.msgs.get_mut(mid) else {
+                continue;
+            };
+            m.server = Some(s);
+            m.server_conn = Some(sk);
+            let bytes = m.req_len as i64;
+            let internal = m.is_internal();
+            if let (Some(ms), false) = (timeout, m.noreply) {
+                m.deadline = Some(
+                    self.timers
+                        .deadline(self.now, Duration::from_millis(ms), mid),
+                );
+            }
+            if !internal {
+                if let Some(srv) = self.topo.server_mut(s) {
+                    srv.stats.in_queue += 1;
+                    srv.stats.in_queue_bytes += bytes;
+                }
+            }
+            if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
+                c.inq.push_back(mid);
+            }
         }
         self.dirty_servers.push(sk);
     }
@@ -89,7 +108,7 @@ impl Context {
     /// A connection to server `s`: a new one while fewer than
     /// `server_connections` exist, else the next in turn. Draining
     /// connections are not counted and get nothing new.
-    fn server_conn(&mut self, s: ServerId) -> Result<ConnId, i32> {
+    fn server_conn(&mut self, s: ServerId, proto: Proto) -> Result<ConnId, i32> {
         let max = self
             .topo
             .server_pool(s)
@@ -100,7 +119,7 @@ impl Context {
             .conns
             .iter()
             .copied()
-            .filter(|&k| !matches!(conns.get(k), Some(Conn::Server(c)) if c.draining))
+            .filter(|&k| matches!(conns.get(k), Some(Conn::Server(c)) if !c.draining && c.proto == proto))
             .collect();
         if live.len() >= max {
             // Least recently used first: the connections in creation order.
@@ -108,10 +127,10 @@ impl Context {
             srv.rr = (srv.rr + 1) % live.len();
             return k.ok_or(libc::EINVAL);
         }
-        self.server_connect(s)
+        self.server_connect(s, proto)
     }
 
-    fn server_connect(&mut self, s: ServerId) -> Result<ConnId, i32> {
+    fn server_connect(&mut self, s: ServerId, proto: Proto) -> Result<ConnId, i32> {
         let (Some(srv), Some(pool)) = (self.topo.server(s), self.topo.server_pool(s)) else {
             return Err(libc::EINVAL);
         };
@@ -170,6 +189,7 @@ impl Context {
             wsent: 0,
             connected: false,
             draining: false,
+            proto,
         };
         // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
         // request.
@@ -179,6 +199,10 @@ impl Context {
         }
         if db > 0 {
             let mid = self.internal_msg(&[b"SELECT", db.to_string().as_bytes()], Internal::Select);
+            conn.inq.push_back(mid);
+        }
+        if proto == Proto::Resp3 {
+            let mid = self.internal_msg(&[b"HELLO", b"3"], Internal::Hello);
             conn.inq.push_back(mid);
         }
         let queued: Vec<MsgId> = conn.inq.iter().copied().collect();
@@ -335,10 +359,11 @@ impl Context {
     }
 
     pub fn server_read(&mut self, sk: ConnId, hup: bool) {
-        let (mut rx, redis) = match self.conns.get_mut(sk) {
+        let (mut rx, redis, resp3) = match self.conns.get_mut(sk) {
             Some(Conn::Server(c)) => (
                 std::mem::take(&mut c.rx),
                 self.topo.server_pool(c.server).is_none_or(|p| p.conf.redis),
+                c.proto == Proto::Resp3,
             ),
             _ => return,
         };
@@ -393,9 +418,14 @@ impl Context {
                         rx.redis.reset();
                         rx.mc.reset();
                     }
-                    // Server connections speak RESP2, where a push frame
-                    // cannot come: treated as the bad data it was before
-                    // the parser knew RESP3.
+                    // Out-of-band data on a RESP3 connection (the proxy
+                    // subscribes to nothing, so only the likes of tracking
+                    // invalidations): answers no request; dropped.
+                    Progress::Push(end) if resp3 => {
+                        rx.inbuf.consume(&mut self.mbufs, end);
+                        rx.redis.reset();
+                    }
+                    // On RESP2 a push frame cannot come: bad data.
                     Progress::Error | Progress::Push(_) => {
                         crate::log_error!("s {} parsed bad rsp from server", sk);
                         close = Some((libc::EINVAL, false));
@@ -503,7 +533,16 @@ impl Context {
     /// The reply to one of the proxy's own requests.
     fn internal_reply(&mut self, s: ServerId, kind: Internal, reply: &Reply) {
         match kind {
-            Internal::Auth => {}
+            Internal::Auth | Internal::TxStep => {}
+            Internal::Hello => {
+                if let (Some(text), Some(srv)) = (reply.error_text, self.topo.server(s)) {
+                    crate::log_warn!(
+                        "HELLO 3 failed on {}: {}",
+                        srv.conf.name,
+                        String::from_utf8_lossy(text)
+                    );
+                }
+            }
             Internal::Select => {
                 let (Some(text), Some(pool), Some(srv)) = (
                     reply.error_text,
@@ -666,9 +705,12 @@ impl Shape {
     fn fits(self, merge: Option<crate::msg::Merge>) -> bool {
         match self {
             Shape::Redis(kind, count) => crate::fragment::redis_reply_fits(merge, kind, count),
-            Shape::Memcache(kind) => {
-                merge == Some(crate::msg::Merge::Values) && kind == McRspKind::Values
-            }
+            Shape::Memcache(kind) => match merge {
+                Some(crate::msg::Merge::Values) => kind == McRspKind::Values,
+                // flush_all: the merge reads each reply itself.
+                Some(crate::msg::Merge::McOk) => true,
+                _ => false,
+            },
         }
     }
 }

@@ -31,11 +31,10 @@
 //! GEORADIUS' `STORE` destinations are options, not positions: only the
 //! first key is listed for them.
 //!
-//! Entries with `served: false` (the transaction commands, SCRIPT, SCAN,
-//! CLIENT, SELECT, ECHO, INFO, RENAME, RENAMENX, MSETNX, and the blocking
-//! BLMOVE and BRPOPLPUSH, which must not block a shared server connection)
-//! are not returned by [`Cmd::lookup`], so the engine answers them as
-//! unsupported, as before, until it serves each class; [`spec`] sees them.
+//! Entries with `served: false` (the blocking BLMOVE and BRPOPLPUSH, which
+//! must not block a shared server connection) are not returned by
+//! [`Cmd::lookup`], so the engine answers them as unsupported; [`spec`]
+//! sees them.
 
 /// Routing class of a command. The `KeyN` classes carry the exact number of
 /// arguments after the key that 0.5.0 enforces.
@@ -201,15 +200,15 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"copy" => (Cmd::KeyN, TWO, true),
         b"decr" => (Cmd::Key0, FIRST, true),
         b"dump" => (Cmd::Key0, FIRST, true),
-        b"echo" => (Cmd::Echo, NONE, false),
+        b"echo" => (Cmd::Echo, NONE, true),
         b"eval" => (Cmd::Eval, NUMKEYS_2, true),
-        b"exec" => (Cmd::Exec, NONE, false),
+        b"exec" => (Cmd::Exec, NONE, true),
         b"hdel" => (Cmd::KeyN, FIRST, true),
         b"hget" => (Cmd::Key1, FIRST, true),
         b"hlen" => (Cmd::Key0, FIRST, true),
         b"hset" => (Cmd::KeyN, FIRST, true),
         b"incr" => (Cmd::Key0, FIRST, true),
-        b"info" => (Cmd::Info, NONE, false),
+        b"info" => (Cmd::Info, NONE, true),
         b"llen" => (Cmd::Key0, FIRST, true),
         b"lpop" => (Cmd::KeyN, FIRST, true),
         b"lpos" => (Cmd::KeyN, FIRST, true),
@@ -222,7 +221,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"quit" => (Cmd::Quit, NONE, true),
         b"rpop" => (Cmd::KeyN, FIRST, true),
         b"sadd" => (Cmd::KeyN, FIRST, true),
-        b"scan" => (Cmd::Scan, NONE, false),
+        b"scan" => (Cmd::Scan, NONE, true),
         b"sort" => (Cmd::KeyN, FIRST, true),
         b"spop" => (Cmd::KeyN, FIRST, true),
         b"srem" => (Cmd::KeyN, FIRST, true),
@@ -239,7 +238,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"lmove" => (Cmd::Key3, TWO, true),
         b"lpush" => (Cmd::KeyN, FIRST, true),
         b"ltrim" => (Cmd::Key2, FIRST, true),
-        b"multi" => (Cmd::Multi, NONE, false),
+        b"multi" => (Cmd::Multi, NONE, true),
         b"pfadd" => (Cmd::KeyN, FIRST, true),
         b"rpush" => (Cmd::KeyN, FIRST, true),
         b"scard" => (Cmd::Key0, FIRST, true),
@@ -249,7 +248,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"smove" => (Cmd::Key2, TWO, true),
         b"sscan" => (Cmd::KeyN, FIRST, true),
         b"touch" => (Cmd::Touch, ALL, true),
-        b"watch" => (Cmd::Watch, ALL, false),
+        b"watch" => (Cmd::Watch, ALL, true),
         b"zcard" => (Cmd::Key0, FIRST, true),
         b"zdiff" => (Cmd::KeyN, NUMKEYS_1, true),
         b"zrank" => (Cmd::Key1, FIRST, true),
@@ -257,7 +256,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"append" => (Cmd::Key1, FIRST, true),
         b"bitpos" => (Cmd::KeyN, FIRST, true),
         b"blmove" => (Cmd::KeyN, TWO, false),
-        b"client" => (Cmd::Client, NONE, false),
+        b"client" => (Cmd::Client, NONE, true),
         b"decrby" => (Cmd::Key1, FIRST, true),
         b"exists" => (Cmd::Exists, ALL, true),
         b"expire" => (Cmd::Key1, FIRST, true),
@@ -272,12 +271,12 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"lolwut" => (Cmd::Lolwut, NONE, true),
         b"lpushx" => (Cmd::KeyN, FIRST, true),
         b"lrange" => (Cmd::Key2, FIRST, true),
-        b"msetnx" => (Cmd::KeyN, PAIRS, false),
+        b"msetnx" => (Cmd::KeyN, PAIRS, true),
         b"psetex" => (Cmd::Key2, FIRST, true),
-        b"rename" => (Cmd::Key1, TWO, false),
+        b"rename" => (Cmd::Key1, TWO, true),
         b"rpushx" => (Cmd::KeyN, FIRST, true),
-        b"script" => (Cmd::Script, NONE, false),
-        b"select" => (Cmd::Select, NONE, false),
+        b"script" => (Cmd::Script, NONE, true),
+        b"select" => (Cmd::Select, NONE, true),
         b"setbit" => (Cmd::Key2, FIRST, true),
         b"sinter" => (Cmd::KeyN, ALL, true),
         b"strlen" => (Cmd::Key0, FIRST, true),
@@ -289,7 +288,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"zscore" => (Cmd::Key1, FIRST, true),
         b"zunion" => (Cmd::KeyN, NUMKEYS_1, true),
         b"command" => (Cmd::Command, NONE, true),
-        b"discard" => (Cmd::Discard, NONE, false),
+        b"discard" => (Cmd::Discard, NONE, true),
         b"evalsha" => (Cmd::Eval, NUMKEYS_2, true),
         b"geodist" => (Cmd::KeyN, FIRST, true),
         b"geohash" => (Cmd::KeyN, FIRST, true),
@@ -303,7 +302,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"pfcount" => (Cmd::KeyN, ALL, true),
         b"pfmerge" => (Cmd::KeyN, ALL, true),
         b"restore" => (Cmd::KeyN, FIRST, true),
-        b"unwatch" => (Cmd::Unwatch, NONE, false),
+        b"unwatch" => (Cmd::Unwatch, NONE, true),
         b"zincrby" => (Cmd::Key2, FIRST, true),
         b"zmscore" => (Cmd::KeyN, FIRST, true),
         b"zpopmax" => (Cmd::KeyN, FIRST, true),
@@ -312,7 +311,7 @@ pub fn spec(lower: &[u8]) -> Option<Spec> {
         b"bitfield" => (Cmd::KeyN, FIRST, true),
         b"expireat" => (Cmd::Key1, FIRST, true),
         b"getrange" => (Cmd::Key2, FIRST, true),
-        b"renamenx" => (Cmd::Key1, TWO, false),
+        b"renamenx" => (Cmd::Key1, TWO, true),
         b"setrange" => (Cmd::Key2, FIRST, true),
         b"smembers" => (Cmd::Key0, FIRST, true),
         b"zrevrank" => (Cmd::Key1, FIRST, true),
@@ -705,7 +704,7 @@ mod tests {
         assert_eq!(Cmd::lookup(b"get"), Some(Cmd::Key0));
         assert_eq!(Cmd::lookup(b"zremrangebyscore"), Some(Cmd::Key2));
         assert_eq!(Cmd::lookup(b"keys"), None);
-        assert_eq!(Cmd::lookup(b"select"), None);
+        assert_eq!(Cmd::lookup(b"select"), Some(Cmd::Select));
         assert!(Cmd::Mset.arity_ok(5));
         assert!(!Cmd::Mset.arity_ok(4));
         assert!(!Cmd::Key1.arity_ok(4));
@@ -717,10 +716,10 @@ mod tests {
         assert!(Cmd::Info.arity_ok(1) && Cmd::Info.arity_ok(4));
     }
 
-    /// The new classes are in the table but not served: the engine keeps
-    /// answering them as unsupported until it wires each one.
+    /// Only the blocking two-key commands stay unserved: they would hold
+    /// a shared server connection.
     #[test]
-    fn new_classes_are_not_served_yet() {
+    fn served_and_unserved_classes() {
         for (name, cmd, keys) in [
             (&b"multi"[..], Cmd::Multi, Keys::None),
             (b"exec", Cmd::Exec, Keys::None),
@@ -735,12 +734,15 @@ mod tests {
             (b"info", Cmd::Info, Keys::None),
             (b"rename", Cmd::Key1, Keys::Two),
             (b"renamenx", Cmd::Key1, Keys::Two),
-            (b"blmove", Cmd::KeyN, Keys::Two),
-            (b"brpoplpush", Cmd::Key2, Keys::Two),
             (b"msetnx", Cmd::KeyN, PAIRS),
         ] {
             let s = spec(name).unwrap();
-            assert_eq!((s.cmd, s.keys, s.served), (cmd, keys, false), "{name:?}");
+            assert_eq!((s.cmd, s.keys, s.served), (cmd, keys, true), "{name:?}");
+            assert_eq!(Cmd::lookup(name), Some(cmd));
+        }
+        for (name, cmd) in [(&b"blmove"[..], Cmd::KeyN), (b"brpoplpush", Cmd::Key2)] {
+            let s = spec(name).unwrap();
+            assert_eq!((s.cmd, s.served), (cmd, false), "{name:?}");
             assert_eq!(Cmd::lookup(name), None);
         }
         // Served commands keep their routing class.

@@ -281,6 +281,14 @@ impl ReqParser {
             .unwrap_or_default()
     }
 
+    /// The table entry of a completed request's command, if it is served.
+    pub fn spec(&self) -> Option<super::command::Spec> {
+        if self.name_len > NAME_MAX {
+            return None;
+        }
+        super::command::spec(self.name()).filter(|s| s.served)
+    }
+
     /// The command of a completed request, `None` if unknown.
     pub fn command(&self) -> Option<Cmd> {
         if self.name_len > NAME_MAX {
