@@ -10,17 +10,20 @@
 //! Data leaves on stats connections:
 //!
 //! ```text
-//!   accept ──► Reading ──(100 ms of silence, or EOF with nothing read)──► raw JSON ─┐
-//!                 │                                                               │
-//!                 └──(request line + headers)──► HTTP 200 / 400 / 405 ────────────┤
-//!                                                                                 ▼
+//!   accept ──► Reading ──(no HTTP request line: 100 ms of silence, EOF, ──► raw JSON ─┐
+//!                 │       other input such as `stats\r\n` or binary)                 │
+//!                 └──(request line + headers)──► HTTP 200 / 404 / 405 / 400 ─────────┤
+//!                                                                                    ▼
 //!   close ◄── Draining (discard input until EOF, at most 1 s) ◄── shutdown(write) ◄ Writing
 //! ```
 //!
-//! A client that sends nothing gets the JSON document and a close, as from
-//! the C binary, so `nc host 22222` keeps working. A client that speaks HTTP
-//! gets the same document as `application/json`, or the Prometheus text on
-//! `/metrics`. Every socket is non-blocking, at most [`MAX_CONNS`]
+//! The C binary reads nothing and writes the JSON document to every client,
+//! so `nc host 22222` and `echo stats | nc host 22222` both work; they keep
+//! working here because only a complete `METHOD SP target SP HTTP/1.x` line
+//! gets an HTTP answer, and anything else, sent or not, the raw document
+//! and EOF. Over HTTP, `/` and `/stats` give the JSON as
+//! `application/json`, `/metrics` the Prometheus text, other paths 404.
+//! Every socket is non-blocking, at most [`MAX_CONNS`]
 //! connections exist at once (more are accepted and closed at once), and
 //! each one is closed after [`CONN_DEADLINE`] whatever its state, so a slow
 //! or silent client cannot pin memory.
@@ -52,7 +55,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most stats connections open at once; more are accepted and closed.
 pub const MAX_CONNS: usize = 256;
-/// How long a new connection may stay silent before it gets the raw JSON.
+/// How long after its accept a connection that has not sent a complete
+/// HTTP request line gets the raw JSON.
 pub const QUIET: Duration = Duration::from_millis(100);
 /// Whatever its state, a connection is closed this long after its accept.
 pub const CONN_DEADLINE: Duration = Duration::from_secs(5);
@@ -455,37 +459,49 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
 /// What a stats connection gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
-    /// The bare JSON document (the client sent nothing).
+    /// The bare JSON document: the client sent nothing, or something that
+    /// is not an HTTP request line (`stats\r\n`, a bare newline, binary).
     Raw,
     /// HTTP 200: the Prometheus text if `metrics`, else the JSON; no body
     /// for HEAD.
     Ok { metrics: bool, head: bool },
+    /// HTTP 404 for a path other than `/`, `/stats` and `/metrics`.
+    NotFound { head: bool },
     /// HTTP 405.
     BadMethod,
-    /// HTTP 400.
+    /// HTTP 400: a valid request line whose headers never end within
+    /// [`MAX_HEAD`].
     BadRequest,
 }
 
 /// Decides from the bytes received so far; `None` means wait for more.
-/// `eof` says none will follow. An empty buffer without EOF is left to the
-/// caller's quiet timer.
-fn classify(buf: &[u8], eof: bool) -> Option<Answer> {
-    if buf.is_empty() {
-        return eof.then_some(Answer::Raw);
-    }
+/// `eof` says none will follow; `quiet_over` says the [`QUIET`] time since
+/// the accept has passed. Only a complete `METHOD SP target SP HTTP/1.x`
+/// line earns an HTTP answer: anything else gets the raw document, as the
+/// C binary gives every client whatever it sends.
+fn classify(buf: &[u8], eof: bool, quiet_over: bool) -> Option<Answer> {
     let full = buf.len() >= MAX_HEAD;
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        // A request line is printable ASCII; anything else is not HTTP, and
-        // waiting for a newline would only delay the 400.
-        let printable = buf.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\r');
-        return (eof || full || !printable).then_some(Answer::BadRequest);
+    let (line, rest) = match buf.iter().position(|&b| b == b'\n') {
+        Some(nl) => (
+            buf.get(..nl).unwrap_or_default(),
+            buf.get(nl + 1..).unwrap_or_default(),
+        ),
+        // At EOF the bytes so far are all the line there will be.
+        None if eof => (buf, &[][..]),
+        None if buf.is_empty() => return quiet_over.then_some(Answer::Raw),
+        // Wait only while the bytes can still become a request line, and
+        // not past the quiet time: `printf stats | nc` may never send a
+        // newline nor close.
+        None => {
+            let wait = !full && !quiet_over && request_line_prefix(buf);
+            return (!wait).then_some(Answer::Raw);
+        }
     };
-    let line = buf.get(..nl).unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some((method, target)) = parse_request_line(line) else {
-        return Some(Answer::BadRequest);
+        return Some(Answer::Raw);
     };
-    if !eof && head_end(buf.get(nl + 1..).unwrap_or_default()).is_none() {
+    if !eof && head_end(rest).is_none() {
         return full.then_some(Answer::BadRequest);
     }
     let head = match method {
@@ -494,10 +510,27 @@ fn classify(buf: &[u8], eof: bool) -> Option<Answer> {
         _ => return Some(Answer::BadMethod),
     };
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    Some(Answer::Ok {
-        metrics: path == b"/metrics",
-        head,
+    Some(match path {
+        b"/" | b"/stats" => Answer::Ok {
+            metrics: false,
+            head,
+        },
+        b"/metrics" => Answer::Ok {
+            metrics: true,
+            head,
+        },
+        _ => Answer::NotFound { head },
     })
+}
+
+/// A method token byte (RFC 9110 `tchar`).
+fn is_tchar(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)
+}
+
+/// A request-target byte: visible ASCII.
+fn is_target_byte(b: &u8) -> bool {
+    (0x21..0x7f).contains(b)
 }
 
 /// `METHOD SP target SP HTTP/1.x` -> (method, target).
@@ -509,17 +542,42 @@ fn parse_request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
     if parts.next().is_some() {
         return None;
     }
-    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if method.is_empty() || !method.iter().all(tchar) {
+    if method.is_empty() || !method.iter().all(is_tchar) {
         return None;
     }
-    if target.is_empty() || !target.iter().all(|&b| (0x21..0x7f).contains(&b)) {
+    if target.is_empty() || !target.iter().all(is_target_byte) {
         return None;
     }
     if version != b"HTTP/1.0" && version != b"HTTP/1.1" {
         return None;
     }
     Some((method, target))
+}
+
+/// True when `buf` (no newline in it) can still be completed into a
+/// request line that [`parse_request_line`] accepts.
+fn request_line_prefix(buf: &[u8]) -> bool {
+    let buf = match buf.strip_suffix(b"\r") {
+        // A CR may only follow a complete version.
+        Some(rest) => return parse_request_line(rest).is_some(),
+        None => buf,
+    };
+    let mut parts = buf.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let (target, version) = (parts.next(), parts.next());
+    if parts.next().is_some() || !method.iter().all(is_tchar) {
+        return false;
+    }
+    let Some(target) = target else {
+        return true;
+    };
+    if method.is_empty() || !target.iter().all(is_target_byte) {
+        return false;
+    }
+    let Some(version) = version else {
+        return true;
+    };
+    !target.is_empty() && (b"HTTP/1.0".starts_with(version) || b"HTTP/1.1".starts_with(version))
 }
 
 /// Offset just past the blank line that ends the headers in `rest` (the
@@ -738,6 +796,9 @@ impl View {
                 );
                 http_response("200 OK", "", PROMETHEUS_TYPE, text.as_bytes(), head)
             }
+            Answer::NotFound { head } => {
+                http_response("404 Not Found", "", "text/plain", b"not found\n", head)
+            }
             Answer::BadMethod => http_response(
                 "405 Method Not Allowed",
                 "Allow: GET, HEAD\r\n",
@@ -791,9 +852,10 @@ impl Conn {
         }
     }
 
-    /// Waiting on the quiet timer, with nothing read yet.
-    fn silent(&self) -> bool {
-        self.state == State::Reading && self.inbuf.is_empty() && !self.eof
+    /// Waiting on the quiet timer: no line read yet, so silence may still
+    /// turn into the raw JSON.
+    fn undecided(&self) -> bool {
+        self.state == State::Reading && !self.eof && !self.inbuf.contains(&b'\n')
     }
 
     /// Runs the state machine as far as the socket allows. Each arm either
@@ -805,10 +867,9 @@ impl Conn {
                     if self.fill().is_err() {
                         return Next::Close;
                     }
-                    let answer = match classify(&self.inbuf, self.eof) {
-                        Some(a) => a,
-                        None if self.inbuf.is_empty() && now >= self.quiet_until => Answer::Raw,
-                        None => return Next::Keep,
+                    let quiet_over = now >= self.quiet_until;
+                    let Some(answer) = classify(&self.inbuf, self.eof, quiet_over) else {
+                        return Next::Keep;
                     };
                     self.out = view.respond(answer);
                     self.state = State::Writing;
@@ -938,7 +999,7 @@ impl Worker {
         let mut next = now + self.interval;
         for (_, c) in self.conns.iter() {
             next = next.min(c.deadline);
-            if c.silent() {
+            if c.undecided() {
                 next = next.min(c.quiet_until);
             }
         }
@@ -988,14 +1049,14 @@ impl Worker {
         }
     }
 
-    /// Closes connections past their deadline and answers silent ones whose
-    /// quiet time is over.
+    /// Closes connections past their deadline and answers undecided ones
+    /// whose quiet time is over.
     fn expire(&mut self, now: Instant) {
         let mut closing = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if now >= conn.deadline {
                 closing.push(key);
-            } else if conn.silent() && now >= conn.quiet_until {
+            } else if conn.undecided() && now >= conn.quiet_until {
                 if let Next::Close = conn.advance(now, &self.view) {
                     closing.push(key);
                 }
@@ -1203,66 +1264,114 @@ mod tests {
 
     #[test]
     fn classify_requests() {
-        assert_eq!(classify(b"", false), None);
-        assert_eq!(classify(b"", true), Some(Answer::Raw));
-        assert_eq!(classify(b"GET / HT", false), None);
-        assert_eq!(classify(b"GET / HTTP/1.1\r\nHost: x\r\n", false), None);
         let ok = Some(Answer::Ok {
             metrics: false,
             head: false,
         });
-        assert_eq!(classify(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false), ok);
-        assert_eq!(classify(b"GET /anything HTTP/1.0\n\n", false), ok);
-        // Half-closed after the request line: answered anyway.
-        assert_eq!(classify(b"GET / HTTP/1.0\r\n", true), ok);
         let metrics = Some(Answer::Ok {
             metrics: true,
             head: false,
         });
-        assert_eq!(classify(b"GET /metrics HTTP/1.1\r\n\r\n", false), metrics);
+        let raw = Some(Answer::Raw);
+        // Nothing yet: the quiet timer decides; EOF answers at once.
+        assert_eq!(classify(b"", false, false), None);
+        assert_eq!(classify(b"", false, true), raw);
+        assert_eq!(classify(b"", true, false), raw);
+        // A request line on its way: wait, but not past the quiet time.
+        for part in [
+            &b"G"[..],
+            b"GET",
+            b"GET ",
+            b"GET /",
+            b"GET / HT",
+            b"GET / HTTP/1.1\r",
+        ] {
+            assert_eq!(
+                classify(part, false, false),
+                None,
+                "{}",
+                String::from_utf8_lossy(part)
+            );
+            assert_eq!(classify(part, false, true), raw);
+        }
         assert_eq!(
-            classify(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", false),
+            classify(b"GET / HTTP/1.1\r\nHost: x\r\n", false, true),
+            None
+        );
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, false),
+            ok
+        );
+        assert_eq!(classify(b"GET /stats HTTP/1.0\n\n", false, false), ok);
+        assert_eq!(classify(b"GET /?x=1 HTTP/1.0\n\n", false, false), ok);
+        // Half-closed after the request line, or even without its newline.
+        assert_eq!(classify(b"GET / HTTP/1.0\r\n", true, false), ok);
+        assert_eq!(classify(b"GET / HTTP/1.0", true, false), ok);
+        assert_eq!(
+            classify(b"GET /metrics HTTP/1.1\r\n\r\n", false, false),
             metrics
         );
         assert_eq!(
-            classify(b"HEAD /metrics HTTP/1.1\r\n\r\n", false),
+            classify(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", false, false),
+            metrics
+        );
+        assert_eq!(
+            classify(b"HEAD /metrics HTTP/1.1\r\n\r\n", false, false),
             Some(Answer::Ok {
                 metrics: true,
                 head: true
             })
         );
         assert_eq!(
-            classify(b"POST / HTTP/1.1\r\n\r\n", false),
+            classify(b"GET /anything HTTP/1.1\r\n\r\n", false, false),
+            Some(Answer::NotFound { head: false })
+        );
+        assert_eq!(
+            classify(b"HEAD /metricsx HTTP/1.1\r\n\r\n", false, false),
+            Some(Answer::NotFound { head: true })
+        );
+        assert_eq!(
+            classify(b"POST / HTTP/1.1\r\n\r\n", false, false),
             Some(Answer::BadMethod)
         );
         assert_eq!(
-            classify(b"DELETE /metrics HTTP/1.1\r\n\r\n", false),
+            classify(b"DELETE /metrics HTTP/1.1\r\n\r\n", false, false),
             Some(Answer::BadMethod)
         );
-        // Garbage: as soon as a line ends, or a non-printable byte arrives.
-        assert_eq!(classify(b"hello\n", false), Some(Answer::BadRequest));
-        assert_eq!(classify(b"stats\r\n", false), Some(Answer::BadRequest));
-        assert_eq!(classify(b"\x16\x03\x01", false), Some(Answer::BadRequest));
-        assert_eq!(
-            classify(b"GET / HTTP/2.0\r\n\r\n", false),
-            Some(Answer::BadRequest)
-        );
-        assert_eq!(
-            classify(b"GET  / HTTP/1.1\r\n\r\n", false),
-            Some(Answer::BadRequest)
-        );
-        assert_eq!(
-            classify(b"GET /\x7f HTTP/1.1\r\n\r\n", false),
-            Some(Answer::BadRequest)
-        );
-        assert_eq!(classify(b"GET /", true), Some(Answer::BadRequest));
-        // Bounded head.
-        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
-        long.resize(MAX_HEAD, b'a');
-        assert_eq!(classify(&long, false), Some(Answer::BadRequest));
+        // Not HTTP: the raw document, as soon as that is certain.
+        for junk in [
+            &b"stats\r\n"[..],
+            b"stats\n",
+            b"\n",
+            b"\r\n",
+            b"hello there\r\n",
+            b"\x16\x03\x01",
+            b"\x00",
+            b" GET / HTTP/1.1\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 x\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.2",
+            b"GET / HTTP/1.1\rx",
+        ] {
+            assert_eq!(
+                classify(junk, false, false),
+                raw,
+                "{}",
+                String::from_utf8_lossy(junk)
+            );
+        }
+        assert_eq!(classify(b"stats", true, false), raw);
+        assert_eq!(classify(b"GET /", true, false), raw);
+        // Bounded: a line that never ends is not HTTP; headers that never
+        // end after a real request line are a 400.
         let mut long = b"GET /".to_vec();
         long.resize(MAX_HEAD, b'a');
-        assert_eq!(classify(&long, false), Some(Answer::BadRequest));
+        assert_eq!(classify(&long, false, false), raw);
+        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
+        long.resize(MAX_HEAD, b'a');
+        assert_eq!(classify(&long, false, false), Some(Answer::BadRequest));
     }
 
     #[test]
@@ -1362,7 +1471,7 @@ mod tests {
         assert!(raw.ends_with(b"}}}\n"));
         check_json(&raw, &snap);
 
-        // (2) HTTP GET of any path: the same JSON with exact framing.
+        // (2) HTTP GET of `/`: the same JSON with exact framing.
         let resp = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let (head, body) = split_http(&resp);
         let lines: Vec<&str> = head.split("\r\n").collect();
@@ -1398,7 +1507,7 @@ mod tests {
         assert!(text.contains("nutcracker_server_requests{pool=\"beta\",server=\"cache2\"} 405\n"));
         assert!(text.contains("nutcracker_mbuf_bytes 32768\n"));
 
-        // Errors: 405 for other methods, 400 for garbage; both close.
+        // 405 for other methods.
         let resp = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         let (head, body) = split_http(&resp);
         assert!(
@@ -1407,8 +1516,27 @@ mod tests {
         );
         assert!(head.contains("\r\nAllow: GET, HEAD\r\n"));
         assert_eq!(body, b"method not allowed\n");
-        let resp = exchange(addr, b"hello there\r\n");
-        assert!(resp.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        // Anything that is not an HTTP request line: the raw document.
+        for junk in [
+            &b"hello there\r\n"[..],
+            b"stats\r\n",
+            b"\n",
+            b"\x16\x03\x01\x00",
+        ] {
+            check_json(&exchange(addr, junk), &snap);
+        }
+        // Unknown paths: 404, and HEAD of one without a body.
+        let resp = exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n");
+        let (head, body) = split_http(&resp);
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert_eq!(body, b"not found\n");
+        let resp = exchange(addr, b"HEAD /nope HTTP/1.1\r\n\r\n");
+        let (head, body) = split_http(&resp);
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert!(body.is_empty());
+        // `/stats` is the JSON too.
+        let (_, body) = split_http(&exchange(addr, b"GET /stats HTTP/1.0\r\n\r\n"));
+        check_json(&body, &snap);
 
         // HEAD: headers only, Content-Length of the would-be body.
         let resp = exchange(addr, b"HEAD / HTTP/1.0\r\n\r\n");

@@ -611,6 +611,46 @@ fn silent_connection_gets_json_then_eof() {
     assert!(text.ends_with("\"out_queue_bytes\":0}}}\n"), "{text}");
 }
 
+/// Whatever a client sends that is not an HTTP request line, it gets the
+/// raw document and EOF, as from the C binary, which reads nothing:
+/// `echo stats | nc host 22222` works (SPEC 9.1).
+#[test]
+fn non_http_input_gets_the_raw_document() {
+    let p = start(&[PoolConf::new("alpha", true).server("127.0.0.1:9:1")], &[]);
+    let cases: [(&str, &[u8], bool); 6] = [
+        ("echo stats | nc", b"stats\n", false),
+        ("stats with CRLF", b"stats\r\n", false),
+        ("a bare newline", b"\n", false),
+        ("binary junk", b"\x16\x03\x01\x02\x00\xff\xfe", false),
+        // No newline and no half-close: answered after the quiet time.
+        ("stats, connection left open", b"stats", true),
+        ("a TLS hello, connection left open", b"\x16\x03\x01", true),
+    ];
+    for (what, bytes, keep_open) in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", p.stats_port())).expect("connect stats");
+        s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+        s.write_all(bytes).expect("send");
+        if !keep_open {
+            s.shutdown(Shutdown::Write).expect("shutdown");
+        }
+        let mut v = Vec::new();
+        s.read_to_end(&mut v)
+            .unwrap_or_else(|e| panic!("{what}: reading to EOF: {e}"));
+        let text = String::from_utf8(v).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let d = Doc::parse(&text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+        assert_layout(&d, &[("alpha", &["127.0.0.1:9"])]);
+    }
+    // Over HTTP an unknown path is a 404; `/stats` is the JSON.
+    let (status, _, body) = http(p.stats_port(), "GET /favicon.ico HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(body, b"not found\n");
+    let (status, headers, body) = http(p.stats_port(), "GET /stats HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let body = String::from_utf8(body).expect("UTF-8 body");
+    Doc::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+}
+
 /// Known traffic on a two-server redis pool gives exact counters, gauges
 /// follow the connections, and an MGET over both servers counts two
 /// fragments.
