@@ -68,7 +68,10 @@ fn version_flag() {
         .unwrap_or_else(|| panic!("not the 0.5.0 form: {text:?}"));
     let parts: Vec<u32> = number
         .split('.')
-        .map(|p| p.parse().unwrap_or_else(|_| panic!("bad version {number:?}")))
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|_| panic!("bad version {number:?}"))
+        })
         .collect();
     assert_eq!(parts.len(), 3, "X.Y.Z: {number:?}");
     assert!(parts >= vec![0, 6, 0], "version {number} is below 0.6.0");
