@@ -19,72 +19,179 @@ pub enum MetricKind {
     Timestamp,
 }
 
-/// One metric: its JSON key, kind, and the description `-D` prints.
+/// One metric: its JSON key, kind, and the description `-D` prints, and
+/// its name and help text in the Prometheus rendering, which follow that
+/// format's conventions instead of the C names: counters end in `_total`,
+/// units are spelled out in base units (`_bytes`, `_seconds`), and the
+/// help says what is counted rather than copying the `# ` ("number of")
+/// shorthand of `-D`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metric {
     pub name: &'static str,
     pub kind: MetricKind,
     pub desc: &'static str,
+    /// The family name after `nutcracker_pool_` / `nutcracker_server_`.
+    pub prom: &'static str,
+    pub help: &'static str,
 }
 
-const fn metric(name: &'static str, kind: MetricKind, desc: &'static str) -> Metric {
-    Metric { name, kind, desc }
+const fn metric(
+    name: &'static str,
+    kind: MetricKind,
+    desc: &'static str,
+    prom: &'static str,
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        desc,
+        prom,
+        help,
+    }
 }
 
 use MetricKind::{Counter, Gauge, Timestamp};
 
 /// Per-pool metrics, in JSON and `-D` order.
 pub static POOL_METRICS: &[Metric] = &[
-    metric("client_eof", Counter, "# eof on client connections"),
-    metric("client_err", Counter, "# errors on client connections"),
-    metric("client_connections", Gauge, "# active client connections"),
+    metric(
+        "client_eof",
+        Counter,
+        "# eof on client connections",
+        "client_eof_total",
+        "client connections closed by the client (EOF)",
+    ),
+    metric(
+        "client_err",
+        Counter,
+        "# errors on client connections",
+        "client_err_total",
+        "client connections closed on an error",
+    ),
+    metric(
+        "client_connections",
+        Gauge,
+        "# active client connections",
+        "client_connections",
+        "client connections open now",
+    ),
     metric(
         "server_ejects",
         Counter,
         "# times backend server was ejected",
+        "server_ejects_total",
+        "times a server of the pool was ejected",
     ),
     metric(
         "forward_error",
         Counter,
         "# times we encountered a forwarding error",
+        "forward_error_total",
+        "requests answered with an error reply made by the proxy",
     ),
     metric(
         "fragments",
         Counter,
         "# fragments created from a multi-vector request",
+        "fragments_total",
+        "sub-requests created by splitting multi-key requests",
     ),
 ];
 
-/// Per-server metrics, in JSON and `-D` order.
+/// Per-server metrics, in JSON and `-D` order. Their Prometheus names drop
+/// the C names' `server_` prefix, which `nutcracker_server_` already says.
 pub static SERVER_METRICS: &[Metric] = &[
-    metric("server_eof", Counter, "# eof on server connections"),
-    metric("server_err", Counter, "# errors on server connections"),
+    metric(
+        "server_eof",
+        Counter,
+        "# eof on server connections",
+        "eof_total",
+        "server connections closed by the server (EOF)",
+    ),
+    metric(
+        "server_err",
+        Counter,
+        "# errors on server connections",
+        "err_total",
+        "server connections closed on an error",
+    ),
     metric(
         "server_timedout",
         Counter,
         "# timeouts on server connections",
+        "timedout_total",
+        "server connections closed because a request timed out",
     ),
-    metric("server_connections", Gauge, "# active server connections"),
+    metric(
+        "server_connections",
+        Gauge,
+        "# active server connections",
+        "connections",
+        "server connections open now",
+    ),
     metric(
         "server_ejected_at",
         Timestamp,
         "timestamp when server was ejected in usec since epoch",
+        "ejected_at_seconds",
+        "when the server was last ejected, in seconds since the epoch (0: never)",
     ),
-    metric("requests", Counter, "# requests"),
-    metric("request_bytes", Counter, "total request bytes"),
-    metric("responses", Counter, "# responses"),
-    metric("response_bytes", Counter, "total response bytes"),
-    metric("in_queue", Gauge, "# requests in incoming queue"),
+    metric(
+        "requests",
+        Counter,
+        "# requests",
+        "requests_total",
+        "requests sent to the server",
+    ),
+    metric(
+        "request_bytes",
+        Counter,
+        "total request bytes",
+        "request_bytes_total",
+        "bytes of requests sent to the server",
+    ),
+    metric(
+        "responses",
+        Counter,
+        "# responses",
+        "responses_total",
+        "replies received from the server",
+    ),
+    metric(
+        "response_bytes",
+        Counter,
+        "total response bytes",
+        "response_bytes_total",
+        "bytes of replies received from the server",
+    ),
+    metric(
+        "in_queue",
+        Gauge,
+        "# requests in incoming queue",
+        "in_queue",
+        "requests waiting to be written to the server",
+    ),
     metric(
         "in_queue_bytes",
         Gauge,
         "current request bytes in incoming queue",
+        "in_queue_bytes",
+        "bytes of requests waiting to be written to the server",
     ),
-    metric("out_queue", Gauge, "# requests in outgoing queue"),
+    metric(
+        "out_queue",
+        Gauge,
+        "# requests in outgoing queue",
+        "out_queue",
+        "requests written to the server and awaiting its reply",
+    ),
     metric(
         "out_queue_bytes",
         Gauge,
         "current request bytes in outgoing queue",
+        "out_queue_bytes",
+        "bytes of requests written to the server and awaiting its reply",
     ),
 ];
 
@@ -216,6 +323,29 @@ mod tests {
         // Ends with the last entry's newline, no trailing blank line.
         assert_eq!(lines.len(), 23);
         assert_eq!(lines[22], "");
+    }
+
+    #[test]
+    fn prometheus_names_follow_the_conventions() {
+        for m in POOL_METRICS.iter().chain(SERVER_METRICS) {
+            assert_eq!(
+                m.kind == Counter,
+                m.prom.ends_with("_total"),
+                "counters and only counters end in _total: {}",
+                m.prom
+            );
+            assert!(
+                m.prom.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                m.prom
+            );
+            if m.name.contains("bytes") {
+                assert!(m.prom.contains("_bytes"), "{}", m.prom);
+            }
+            assert!(!m.help.starts_with('#'), "{}: {:?}", m.name, m.help);
+            assert!(!m.help.is_empty());
+        }
+        assert_eq!(SERVER_METRICS[4].prom, "ejected_at_seconds");
     }
 
     #[test]

@@ -337,16 +337,29 @@ fn prom_scalar(out: &mut String, name: &str, kind: &str, help: &str, val: u64) {
 }
 
 fn prom_metric_name(prefix: &str, m: &Metric) -> String {
-    let mut name = String::with_capacity(prefix.len() + m.name.len());
+    let mut name = String::with_capacity(prefix.len() + m.prom.len());
     name.push_str(prefix);
-    name.push_str(m.name);
+    name.push_str(m.prom);
     name
 }
 
+/// A sample value: the JSON's integer, except that a timestamp (usec since
+/// the epoch in the JSON) is given in seconds, the format's base unit,
+/// written exactly as a decimal fraction.
+fn prom_value(kind: MetricKind, v: i64) -> String {
+    if kind != MetricKind::Timestamp || v == 0 {
+        return itoa::Buffer::new().format(v).to_string();
+    }
+    let sign = if v < 0 { "-" } else { "" };
+    let us = v.unsigned_abs();
+    format!("{sign}{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
 /// The same figures as [`render_json`] in the Prometheus text format:
-/// `nutcracker_pool_<metric>{pool=".."}`, `nutcracker_server_<metric>{pool="..",server=".."}`,
-/// the process-wide figures, and `nutcracker_info{service,source,version} 1`.
-/// Scrapers stamp the time themselves, so there is no timestamp sample.
+/// `nutcracker_pool_<prom>{pool=".."}`, `nutcracker_server_<prom>{pool="..",server=".."}`
+/// (names from [`Metric::prom`]), the process-wide figures, and
+/// `nutcracker_info{service,source,version} 1`. Scrapers stamp the time
+/// themselves, so there is no timestamp sample.
 pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s: i64) -> String {
     let servers: usize = snap.pools.iter().map(|p| p.servers.len()).sum();
     let mut out = String::with_capacity(2048 + snap.pools.len() * 400 + servers * 1000);
@@ -380,7 +393,7 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
     );
     prom_scalar(
         &mut out,
-        "nutcracker_total_connections",
+        "nutcracker_connections_total",
         "counter",
         "connections ever created (listeners, clients and servers)",
         snap.total_connections,
@@ -396,7 +409,7 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
     if m.chunk_size != 0 {
         prom_scalar(
             &mut out,
-            "nutcracker_mbuf_chunk_size",
+            "nutcracker_mbuf_chunk_size_bytes",
             "gauge",
             "bytes in one mbuf chunk (-m)",
             m.chunk_size as u64,
@@ -425,22 +438,18 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
     }
     for (i, metric) in POOL_METRICS.iter().enumerate() {
         let name = prom_metric_name("nutcracker_pool_", metric);
-        prom_family(&mut out, &name, prom_type(metric.kind), metric.desc);
+        prom_family(&mut out, &name, prom_type(metric.kind), metric.help);
         for pool in &snap.pools {
-            let v = itoa::Buffer::new()
-                .format(value(&pool.values, i))
-                .to_string();
+            let v = prom_value(metric.kind, value(&pool.values, i));
             prom_sample(&mut out, &name, &[("pool", &pool.name)], &v);
         }
     }
     for (i, metric) in SERVER_METRICS.iter().enumerate() {
         let name = prom_metric_name("nutcracker_server_", metric);
-        prom_family(&mut out, &name, prom_type(metric.kind), metric.desc);
+        prom_family(&mut out, &name, prom_type(metric.kind), metric.help);
         for pool in &snap.pools {
             for server in &pool.servers {
-                let v = itoa::Buffer::new()
-                    .format(value(&server.values, i))
-                    .to_string();
+                let v = prom_value(metric.kind, value(&server.values, i));
                 prom_sample(
                     &mut out,
                     &name,
@@ -1227,25 +1236,25 @@ mod tests {
              # TYPE nutcracker_info gauge\n\
              nutcracker_info{service=\"nutcracker\",source=\"host-1\",version=\"9.9.9\"} 1\n",
             "# TYPE nutcracker_uptime_seconds gauge\nnutcracker_uptime_seconds 42\n",
-            "# TYPE nutcracker_total_connections counter\nnutcracker_total_connections 17\n",
+            "# TYPE nutcracker_connections_total counter\nnutcracker_connections_total 17\n",
             "# TYPE nutcracker_curr_connections gauge\nnutcracker_curr_connections 5\n",
-            "nutcracker_mbuf_chunk_size 512\n",
+            "nutcracker_mbuf_chunk_size_bytes 512\n",
             "nutcracker_mbuf_allocated 4\n",
             "nutcracker_mbuf_free 2\n",
             "nutcracker_mbuf_bytes 2048\n",
-            "# HELP nutcracker_pool_client_eof # eof on client connections\n\
-             # TYPE nutcracker_pool_client_eof counter\n\
-             nutcracker_pool_client_eof{pool=\"alpha\"} 1\n\
-             nutcracker_pool_client_eof{pool=\"we\\\"ird\\\\\"} 7\n",
+            "# HELP nutcracker_pool_client_eof_total client connections closed by the client (EOF)\n\
+             # TYPE nutcracker_pool_client_eof_total counter\n\
+             nutcracker_pool_client_eof_total{pool=\"alpha\"} 1\n\
+             nutcracker_pool_client_eof_total{pool=\"we\\\"ird\\\\\"} 7\n",
             "# TYPE nutcracker_pool_client_connections gauge\n",
-            "nutcracker_pool_fragments{pool=\"we\\\"ird\\\\\"} -12\n",
-            "# HELP nutcracker_server_server_ejected_at timestamp when server was ejected in usec since epoch\n\
-             # TYPE nutcracker_server_server_ejected_at gauge\n\
-             nutcracker_server_server_ejected_at{pool=\"alpha\",server=\"127.0.0.1:6379\"} 104\n\
-             nutcracker_server_server_ejected_at{pool=\"alpha\",server=\"127.0.0.1:6380\"} 204\n\
-             nutcracker_server_server_ejected_at{pool=\"we\\\"ird\\\\\",server=\"cache1\"} 304\n\
-             nutcracker_server_server_ejected_at{pool=\"we\\\"ird\\\\\",server=\"cache2\"} 404\n",
-            "# TYPE nutcracker_server_requests counter\n",
+            "nutcracker_pool_fragments_total{pool=\"we\\\"ird\\\\\"} -12\n",
+            "# HELP nutcracker_server_ejected_at_seconds when the server was last ejected, in seconds since the epoch (0: never)\n\
+             # TYPE nutcracker_server_ejected_at_seconds gauge\n\
+             nutcracker_server_ejected_at_seconds{pool=\"alpha\",server=\"127.0.0.1:6379\"} 0.000104\n\
+             nutcracker_server_ejected_at_seconds{pool=\"alpha\",server=\"127.0.0.1:6380\"} 0.000204\n\
+             nutcracker_server_ejected_at_seconds{pool=\"we\\\"ird\\\\\",server=\"cache1\"} 0.000304\n\
+             nutcracker_server_ejected_at_seconds{pool=\"we\\\"ird\\\\\",server=\"cache2\"} 0.000404\n",
+            "# TYPE nutcracker_server_requests_total counter\n",
             "nutcracker_server_out_queue_bytes{pool=\"we\\\"ird\\\\\",server=\"cache2\"} 412\n",
         ];
         for want in want_fragments {
@@ -1260,6 +1269,49 @@ mod tests {
         // Without mbuf figures the mbuf families are left out.
         let plain = render_prometheus(&two_by_two(), "h", "v", 0);
         assert!(!plain.contains("nutcracker_mbuf_"));
+    }
+
+    #[test]
+    fn prometheus_follows_the_exposition_conventions() {
+        let mut snap = two_by_two();
+        snap.mbuf = MbufSnap {
+            chunk_size: 512,
+            allocated: 4,
+            free: 2,
+        };
+        let text = render_prometheus(&snap, "h", "v", 1);
+        let mut families = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                families += 1;
+                let (name, kind) = rest.split_once(' ').expect("name and type");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (_, help) = rest.split_once(' ').expect("name and help");
+                assert!(!help.is_empty() && !help.starts_with('#'), "{line}");
+            } else {
+                assert!(!line.starts_with('#'), "{line}");
+            }
+        }
+        assert_eq!(families, 4 + 4 + 6 + 13);
+        assert_eq!(text.matches(" counter\n").count(), 1 + 5 + 7);
+    }
+
+    #[test]
+    fn prometheus_timestamps_are_seconds() {
+        assert_eq!(prom_value(MetricKind::Timestamp, 0), "0");
+        assert_eq!(
+            prom_value(MetricKind::Timestamp, 1_700_000_000_123_456),
+            "1700000000.123456"
+        );
+        assert_eq!(prom_value(MetricKind::Timestamp, 5), "0.000005");
+        assert_eq!(prom_value(MetricKind::Timestamp, -1_500_000), "-1.500000");
+        assert_eq!(
+            prom_value(MetricKind::Timestamp, i64::MIN),
+            "-9223372036854.775808"
+        );
+        assert_eq!(prom_value(MetricKind::Counter, 1_500_000), "1500000");
     }
 
     #[test]
@@ -1501,10 +1553,11 @@ mod tests {
         );
         let text = String::from_utf8(body).expect("utf8");
         assert!(
-            text.contains("nutcracker_pool_client_eof{pool=\"alpha\"} 1\n"),
+            text.contains("nutcracker_pool_client_eof_total{pool=\"alpha\"} 1\n"),
             "{text}"
         );
-        assert!(text.contains("nutcracker_server_requests{pool=\"beta\",server=\"cache2\"} 405\n"));
+        assert!(text
+            .contains("nutcracker_server_requests_total{pool=\"beta\",server=\"cache2\"} 405\n"));
         assert!(text.contains("nutcracker_mbuf_bytes 32768\n"));
 
         // 405 for other methods.

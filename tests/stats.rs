@@ -48,6 +48,34 @@ const SERVER_METRICS: [&str; 13] = [
     "out_queue_bytes",
 ];
 
+/// The Prometheus family of each pool metric, in [`POOL_METRICS`] order.
+const POOL_PROM: [&str; 6] = [
+    "nutcracker_pool_client_eof_total",
+    "nutcracker_pool_client_err_total",
+    "nutcracker_pool_client_connections",
+    "nutcracker_pool_server_ejects_total",
+    "nutcracker_pool_forward_error_total",
+    "nutcracker_pool_fragments_total",
+];
+
+/// The Prometheus family of each server metric, in [`SERVER_METRICS`]
+/// order; `ejected_at` is in seconds there, usec in the JSON.
+const SERVER_PROM: [&str; 13] = [
+    "nutcracker_server_eof_total",
+    "nutcracker_server_err_total",
+    "nutcracker_server_timedout_total",
+    "nutcracker_server_connections",
+    "nutcracker_server_ejected_at_seconds",
+    "nutcracker_server_requests_total",
+    "nutcracker_server_request_bytes_total",
+    "nutcracker_server_responses_total",
+    "nutcracker_server_response_bytes_total",
+    "nutcracker_server_in_queue",
+    "nutcracker_server_in_queue_bytes",
+    "nutcracker_server_out_queue",
+    "nutcracker_server_out_queue_bytes",
+];
+
 /// The header keys of SPEC 9.3, then our mbuf scalars.
 const HEADER: [&str; 7] = [
     "service",
@@ -980,18 +1008,20 @@ fn http_json_and_prometheus() {
     let ctype = header(&headers, "content-type").unwrap_or_default();
     assert!(ctype.starts_with("text/plain"), "{ctype}");
     let text = String::from_utf8(body).expect("UTF-8 metrics");
-    for m in SERVER_METRICS {
-        let series = format!("nutcracker_server_{m}{{pool=\"alpha\",server=\"{name}\"}}");
+    for (m, family) in SERVER_METRICS.iter().zip(SERVER_PROM) {
+        let series = format!("{family}{{pool=\"alpha\",server=\"{name}\"}}");
+        // No ejection here, so `ejected_at` is 0 in either unit.
         assert_eq!(
             prom_value(&text, &series),
             raw.sm("alpha", &name, m),
             "{series}"
         );
     }
-    let requests = format!("nutcracker_server_requests{{pool=\"alpha\",server=\"{name}\"}} 3\n");
+    let requests =
+        format!("nutcracker_server_requests_total{{pool=\"alpha\",server=\"{name}\"}} 3\n");
     assert!(text.contains(&requests), "no {requests:?} in:\n{text}");
-    for m in POOL_METRICS {
-        let series = format!("nutcracker_pool_{m}{{pool=\"alpha\"}}");
+    for (m, family) in POOL_METRICS.iter().zip(POOL_PROM) {
+        let series = format!("{family}{{pool=\"alpha\"}}");
         assert_eq!(prom_value(&text, &series), raw.pm("alpha", m), "{series}");
     }
     assert_eq!(
@@ -999,9 +1029,110 @@ fn http_json_and_prometheus() {
         raw.num("curr_connections")
     );
     assert_eq!(
-        prom_value(&text, "nutcracker_mbuf_chunk_size"),
+        prom_value(&text, "nutcracker_connections_total"),
+        raw.num("total_connections")
+    );
+    assert_eq!(
+        prom_value(&text, "nutcracker_mbuf_chunk_size_bytes"),
         raw.num("mbuf_chunk_size")
     );
+}
+
+/// The live `/metrics` text from a proxy that has served some traffic and
+/// seen an ejection (so every family has a non-trivial sample).
+fn live_metrics() -> (String, Proxy, Redis) {
+    let r = Redis::start();
+    let dead = RefusingPort::new();
+    let p = start(
+        &[PoolConf::redis(&[&r])
+            .server(&format!("127.0.0.1:{}:1 dead", dead.port))
+            .opt("auto_eject_hosts", "true")
+            .opt("server_failure_limit", "1")
+            .opt("server_retry_timeout", "60000")],
+        &[],
+    );
+    let mut c = p.raw();
+    // Until one lands on the dead server and ejects it.
+    for n in 0..200 {
+        if c.call(&["SET", &spread_key(n), "v"]).is_error() {
+            break;
+        }
+    }
+    wait_doc(&p, "the ejection", |d| d.pm("alpha", "server_ejects") >= 1);
+    let (status, _, body) = http(p.stats_port(), "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    drop(dead);
+    (String::from_utf8(body).expect("UTF-8 metrics"), p, r)
+}
+
+/// The exposition conventions, checked without promtool: every counter's
+/// name ends in `_total` (and only a counter's), units in base units, and
+/// HELP texts are prose, not the `# ` shorthand of `-D`.
+#[test]
+fn metrics_follow_prometheus_conventions() {
+    let (text, _p, _r) = live_metrics();
+    let mut counters = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("name and type");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            counters += usize::from(kind == "counter");
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (_, help) = rest.split_once(' ').expect("name and help");
+            assert!(!help.trim().is_empty(), "{line}");
+            assert!(!help.starts_with('#'), "HELP copied from -D: {line}");
+        }
+    }
+    assert_eq!(counters, 1 + 5 + 7, "{text}");
+    let stamp = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nutcracker_server_ejected_at_seconds{pool=\"alpha\",server=\"dead\"} ")
+        })
+        .unwrap_or_else(|| panic!("no ejected_at sample for dead in:\n{text}"));
+    let secs: f64 = stamp.parse().expect("seconds");
+    let now = now_us() as f64 / 1e6;
+    assert!((now - secs).abs() < 60.0, "ejected at {secs}, now {now}");
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) finds nothing
+/// to complain about in the live text; skipped where it is not installed.
+#[test]
+fn promtool_accepts_the_metrics() {
+    let promtool = || {
+        let mut cmd = Command::new("promtool");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    match promtool().arg("--version").output() {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "SKIPPED promtool_accepts_the_metrics: promtool is not installed \
+                 (Debian: apt-get install prometheus)"
+            );
+            return;
+        }
+        Err(e) => panic!("running promtool: {e}"),
+    }
+    let (text, _p, _r) = live_metrics();
+    let mut child = promtool()
+        .args(["check", "metrics"])
+        .spawn()
+        .expect("spawn promtool");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().expect("promtool output");
+    writer.join().expect("writer").expect("feed promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {report}");
+    assert!(report.trim().is_empty(), "promtool warnings:\n{report}");
 }
 
 /// mbuf profiling: a 1 MiB value through `-m 16384` needs at least 64
