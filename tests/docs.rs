@@ -2,6 +2,8 @@
 //! warning-free for groff and describes the stats port as `src/stats.rs`
 //! serves it.
 
+// Only the path helpers are needed here.
+#[allow(unused_imports)]
 mod common;
 
 use common::*;
