@@ -1,6 +1,7 @@
 //! The documents shipped with the binary agree with it: the man page is
 //! warning-free for groff and describes the stats port as `src/stats.rs`
-//! serves it.
+//! serves it; docs/compatibility.md exists, the README links it, and every
+//! `§N` that cites it names one of its sections.
 
 // Only the path helpers are needed here.
 #[allow(unused_imports)]
@@ -93,4 +94,95 @@ fn man_page_describes_the_stats_port_as_served() {
     }
     let signals = man_section(&page, "SIGNALS");
     assert!(signals.contains("SIGSEGV"), "{signals}");
+}
+
+fn compatibility_doc() -> String {
+    let path = manifest_dir().join("docs/compatibility.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The section numbers the doc defines: `## N.` and `### N.M` headings.
+fn doc_sections(doc: &str) -> Vec<String> {
+    doc.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("### ").or_else(|| l.strip_prefix("## "))?;
+            let num = rest.split(' ').next()?.trim_end_matches('.');
+            num.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| num.to_string())
+        })
+        .collect()
+}
+
+/// Every `docs/compatibility.md §N` cited in the source, the tests and the
+/// README names a section the doc has, and the README links to the doc.
+#[test]
+fn compatibility_doc_sections_resolve() {
+    let doc = compatibility_doc();
+    let sections = doc_sections(&doc);
+    for want in ["1", "3.3", "10.3", "10.5", "13", "13.6"] {
+        assert!(
+            sections.iter().any(|s| s == want),
+            "no §{want}: {sections:?}"
+        );
+    }
+    // Its own cross references too.
+    let mut texts = vec![("docs/compatibility.md".to_string(), doc.clone())];
+    texts.push((
+        "README.md".to_string(),
+        read(&manifest_dir().join("README.md")),
+    ));
+    for dir in ["src", "tests", "benches", "fuzz"] {
+        collect_rs(&manifest_dir().join(dir), &mut texts);
+    }
+    let readme = &texts[1].1;
+    assert!(
+        readme.contains("](docs/compatibility.md)"),
+        "README does not link docs/compatibility.md"
+    );
+    let mut cited = 0;
+    for (name, text) in &texts {
+        for (at, _) in text.match_indices('§') {
+            let num: String = text[at + '§'.len_utf8()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let num = num.trim_end_matches('.');
+            if num.is_empty() {
+                // Not a citation: this file's own messages print `§{..}`.
+                continue;
+            }
+            assert!(
+                sections.iter().any(|s| s == num),
+                "{name} cites §{num}, which docs/compatibility.md does not have"
+            );
+            cited += 1;
+        }
+    }
+    assert!(cited > 0, "nothing cites the doc");
+}
+
+fn collect_rs(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            if !path.ends_with("target") && !path.ends_with("corpus") {
+                collect_rs(&path, out);
+            }
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push((path.display().to_string(), read(&path)));
+        }
+    }
+}
+
+/// The doc stands alone: it does not send the reader to a file outside
+/// the repository.
+#[test]
+fn compatibility_doc_stands_alone() {
+    let doc = compatibility_doc();
+    assert!(!doc.contains("SPEC"), "docs/compatibility.md cites SPEC");
+    assert!(doc.contains("## 13. Differences from 0.5.0"));
 }

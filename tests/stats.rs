@@ -679,6 +679,73 @@ fn non_http_input_gets_the_raw_document() {
     Doc::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
 }
 
+/// The rule of docs/compatibility.md for fields 0.5.0 did not have: they
+/// are scalars, and at each level they come only after the 0.5.0 fields,
+/// which keep their 0.5.0 order (top level: after `curr_connections`; in a
+/// pool: after the pool counters, before the server objects; in a server:
+/// after `out_queue_bytes`). Checked on the key order of a live dump with
+/// traffic on two pools, without assuming which extras exist.
+#[test]
+fn extra_fields_only_follow_the_0_5_0_fields() {
+    let r = Redis::start();
+    let m = Memcached::start();
+    let mut mc = PoolConf::memcache(&[&m]);
+    mc.name = "beta".to_string();
+    let p = start(&[PoolConf::redis(&[&r]), mc], &[]);
+    let mut c = p.raw();
+    assert_eq!(c.call(&["SET", "k", "v"]), Resp::ok());
+    let d = wait_doc(&p, "the SET", |d| {
+        d.sm("alpha", &r.addr(), "responses") == 1
+    });
+
+    /// Checks one level: `c_fields` first, in order, then scalars only, then
+    /// (if `objects_allowed`) objects only. Returns the objects.
+    fn level<'a>(
+        what: &str,
+        entries: &'a [(String, Val)],
+        c_fields: &[&str],
+        objects_allowed: bool,
+    ) -> Vec<(&'a str, &'a [(String, Val)])> {
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            keys.len() >= c_fields.len() && keys[..c_fields.len()] == *c_fields,
+            "{what}: the 0.5.0 fields do not come first, in order: {keys:?}"
+        );
+        let mut objects = Vec::new();
+        for (k, v) in &entries[c_fields.len()..] {
+            match v {
+                Val::Obj(o) => {
+                    assert!(objects_allowed, "{what}: object {k} where none belongs");
+                    objects.push((k.as_str(), o.as_slice()));
+                }
+                _ => assert!(
+                    objects.is_empty(),
+                    "{what}: extra scalar {k} after an object: {keys:?}"
+                ),
+            }
+        }
+        objects
+    }
+
+    let pools = level("top level", &d.items, &HEADER, true);
+    let names: Vec<&str> = pools.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        ["beta", "alpha"],
+        "pools sorted by name, length first"
+    );
+    for (pool, entries) in pools {
+        let servers = level(pool, entries, &POOL_METRICS, true);
+        assert_eq!(servers.len(), 1, "{pool}");
+        for (server, entries) in servers {
+            level(&format!("{pool}/{server}"), entries, &SERVER_METRICS, false);
+        }
+    }
+    // The extras this build has are where the rule puts them.
+    let top: Vec<&str> = d.items.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(top[HEADER.len()..HEADER.len() + 4], MBUF_KEYS);
+}
+
 /// Known traffic on a two-server redis pool gives exact counters, gauges
 /// follow the connections, and an MGET over both servers counts two
 /// fragments.
