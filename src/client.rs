@@ -25,7 +25,7 @@ enum Step {
 }
 use std::collections::VecDeque;
 
-/// The key keyless forwarded commands are routed by (SPEC 4.1).
+/// The key keyless forwarded commands are routed by (docs/compatibility.md §5.1).
 const PLACEHOLDER: &[u8] = b"placeholder";
 /// A client holding more than this many bytes of requests and replies not
 /// yet written back is not read until it drains below half (it pipelines
@@ -418,7 +418,7 @@ impl Context {
         }
     }
 
-    /// Handles one parsed memcached request `p.start..end` (SPEC 7).
+    /// Handles one parsed memcached request `p.start..end` (docs/compatibility.md §8).
     fn memcache_request(&mut self, ck: usize, rx: &ClientRx, end: u64) {
         let p = &rx.mc;
         let Some(Conn::Client(c)) = self.conns.get(ck) else {
@@ -442,7 +442,7 @@ impl Context {
         }
     }
 
-    /// Splits a multi-key get per server (SPEC 7.2): each fragment is
+    /// Splits a multi-key get per server (docs/compatibility.md §8.2): each fragment is
     /// `get ` + its keys, each followed by a space, + CRLF; keys are
     /// referenced in place.
     fn mc_fragment(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize) {
@@ -569,7 +569,7 @@ impl Context {
         self.forward(mid, s);
     }
 
-    /// Splits a multi-key command per server (SPEC 6.4): each fragment is
+    /// Splits a multi-key command per server (docs/compatibility.md §7.4): each fragment is
     /// `*<n>\r\n$<len>\r\n<name>\r\n` made by the proxy followed by the
     /// original key (and value) items, referenced in place.
     fn fragment(&mut self, mid: MsgId, rx: &ClientRx, pidx: usize, cmd: Cmd, step: usize) {
@@ -893,7 +893,7 @@ fn group_by_server(key_server: &[usize], servers: &mut Vec<usize>, key_child: &m
     }
 }
 
-/// Digits only (SPEC 1.1's number rule), bounded.
+/// Digits only (docs/compatibility.md §2.1's number rule), bounded.
 fn parse_digits(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
         return None;

@@ -53,7 +53,7 @@ pub struct Context {
     pub mbufs: MbufPool,
     pub pools: Vec<Pool>,
     pub servers: Vec<Server>,
-    /// Request deadlines (SPEC 8.2), one queue per pool. Every request of a
+    /// Request deadlines (docs/compatibility.md §9.2), one queue per pool. Every request of a
     /// pool has the same timeout, so deadlines enter each queue in order:
     /// the front is the earliest. Entries of requests that finished are
     /// skipped when they reach the front (their `seq` no longer matches).
@@ -76,7 +76,7 @@ pub struct Context {
     pub stats: Option<StatsServer>,
     last_publish: Instant,
     /// Client connections open, and the most the open-file limit allows
-    /// (SPEC 10.2); more are accepted and closed at once.
+    /// (docs/compatibility.md §11.2); more are accepted and closed at once.
     pub nclients: usize,
     pub max_clients: usize,
     /// Listeners to accept on again once the time comes (after EMFILE).
@@ -97,7 +97,7 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     ctx.stats = Some(stats);
     ctx.preconnect();
     ctx.listen()?;
-    // Listeners count as connections from the start (SPEC 9.4).
+    // Listeners count as connections from the start (docs/compatibility.md §10.4).
     ctx.publish_stats();
     ctx.poll
         .registry()

@@ -1,5 +1,5 @@
 //! The process-wide logger: levels, destination (stderr or the `-o` file),
-//! the line format of SPEC 2.1, and the `log_*!` macros every module uses.
+//! the line format of docs/compatibility.md §3.1, and the `log_*!` macros every module uses.
 //!
 //! A line is `[YYYY-MM-DD HH:MM:SS.mmm] <file>:<line> <message>\n` in local
 //! time, built in a fixed buffer and written with one write(2), so lines from

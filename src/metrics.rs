@@ -1,4 +1,4 @@
-//! The one table of stats metrics (SPEC 9.2): every pool metric, then every
+//! The one table of stats metrics (docs/compatibility.md §10.2): every pool metric, then every
 //! server metric, each with its name, kind and description, in the order the
 //! C binary prints them.
 //!
@@ -8,7 +8,7 @@
 //! layout, which dashboards parse, so the order is the C order and is pinned
 //! by the tests below.
 
-/// How a metric is aggregated and printed (SPEC 9.4).
+/// How a metric is aggregated and printed (docs/compatibility.md §10.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     /// Accumulates; never goes down.
@@ -206,7 +206,7 @@ pub fn server_index(name: &str) -> Option<usize> {
     SERVER_METRICS.iter().position(|m| m.name == name)
 }
 
-/// The `-D` text after the version block (SPEC 1.5): `pool stats:`, one line
+/// The `-D` text after the version block (docs/compatibility.md §2.5): `pool stats:`, one line
 /// per pool metric, a blank line, `server stats:`, one line per server
 /// metric. Each line is two spaces, the name left-justified in 20 columns,
 /// then the description in double quotes (C: `"  %-20s\"%s\""`).

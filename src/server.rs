@@ -332,7 +332,7 @@ impl Context {
             wsent: 0,
             connected: false,
         };
-        // AUTH goes before SELECT (SPEC section 0), both ahead of any request.
+        // AUTH goes before SELECT (docs/compatibility.md §13), both ahead of any request.
         let (auth, db) = (
             self.pools[pidx].conf.redis_auth.clone(),
             self.pools[pidx].conf.redis_db,
@@ -621,7 +621,7 @@ impl Context {
             return Ok(());
         }
         if reply.transient {
-            // The request fails with the rest of the connection (SPEC 6.6).
+            // The request fails with the rest of the connection (docs/compatibility.md §7.6).
             if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
                 c.outq.push_front(mid);
             }
@@ -683,7 +683,7 @@ impl Context {
     }
 
     /// Closes a server connection: every request queued or in flight on it
-    /// fails with `errno` (SPEC 8), and one failure is counted.
+    /// fails with `errno` (docs/compatibility.md §9), and one failure is counted.
     pub fn server_close(&mut self, sk: usize, errno: i32, timed_out: bool) {
         if !matches!(self.conns.get(sk), Some(Conn::Server(_))) {
             return;
@@ -738,7 +738,7 @@ impl Context {
         self.server_failed(s);
     }
 
-    /// One failure of server `s` (SPEC 8.3): may eject it.
+    /// One failure of server `s` (docs/compatibility.md §9.3): may eject it.
     pub fn server_failed(&mut self, s: usize) {
         let pidx = self.servers[s].pool;
         let conf = &self.pools[pidx].conf;
@@ -766,7 +766,7 @@ impl Context {
     }
 }
 
-/// Picks the server for `key` in pool `pidx` (SPEC 4), first rebuilding the
+/// Picks the server for `key` in pool `pidx` (docs/compatibility.md §5), first rebuilding the
 /// table if an ejected server's retry time has passed. A free function over
 /// the two fields it needs, so a key borrowed from the mbufs can be passed.
 pub fn route(
@@ -795,7 +795,7 @@ pub fn route(
     pool.servers.get(idx).copied().ok_or(libc::ECONNREFUSED)
 }
 
-/// Rebuilds a pool's table from its live servers (SPEC 4.2-4.6) and notes
+/// Rebuilds a pool's table from its live servers (docs/compatibility.md §5.2-§5.6) and notes
 /// when the next ejected server may come back.
 fn rebuild_pool(pool: &mut Pool, servers: &[Server], now: Instant) {
     let mut next = None::<Instant>;
@@ -858,7 +858,7 @@ mod tests {
 /// What the engine needs to know of a parsed reply, whichever the protocol.
 struct Reply<'a> {
     start: u64,
-    /// redis -OOM/-BUSY/-LOADING: a server failure (SPEC 6.6).
+    /// redis -OOM/-BUSY/-LOADING: a server failure (docs/compatibility.md §7.6).
     transient: bool,
     error_text: Option<&'a [u8]>,
     integer: Option<i64>,

@@ -1,4 +1,4 @@
-//! Signals (SPEC 2.3), self-pipe style: the handler only records, the event
+//! Signals (docs/compatibility.md §3.3), self-pipe style: the handler only records, the event
 //! loop acts.
 //!
 //! The handler bumps a per-signal counter in an atomic and writes one byte

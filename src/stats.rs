@@ -1,4 +1,4 @@
-//! The stats server (SPEC 9): a TCP listener on `-a`:`-s` served by a thread
+//! The stats server (docs/compatibility.md §10): a TCP listener on `-a`:`-s` served by a thread
 //! of its own, and the two renderings of the figures (the C binary's JSON
 //! document and the Prometheus text format).
 //!
@@ -29,7 +29,7 @@
 //! or silent client cannot pin memory.
 //!
 //! Two deliberate differences from the C binary: the stats socket has no
-//! SO_REUSEPORT (SPEC 0: a second instance fails to bind instead of sharing
+//! SO_REUSEPORT (docs/compatibility.md §13: a second instance fails to bind instead of sharing
 //! the port), and pool and server names are JSON-escaped (`"`, `\` and bytes
 //! below 0x20), where the C binary writes them raw and can emit invalid JSON.
 //!
@@ -84,7 +84,7 @@ pub struct ServerSnap {
 }
 
 /// One pool: values in [`POOL_METRICS`] order (6 values), servers in the
-/// order given (the engine gives them in the C order, SPEC 9.3).
+/// order given (the engine gives them in the C order, docs/compatibility.md §10.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSnap {
     pub name: String,
@@ -139,7 +139,7 @@ fn value(values: &[i64], i: usize) -> i64 {
 }
 
 // ---------------------------------------------------------------------------
-// JSON (SPEC 9.3)
+// JSON (docs/compatibility.md §10.3)
 
 /// The C binary's writer: scalars are `"key":value, `, an object opens with
 /// `"name": {` and its end turns the trailing `, ` into `},` (or `},` into
@@ -220,7 +220,7 @@ fn push_json_escaped(out: &mut String, s: &str) {
 }
 
 /// The stats JSON document, byte for byte as the C binary lays it out
-/// (SPEC 9.3), plus the mbuf scalars when `snap.mbuf.chunk_size` is set.
+/// (docs/compatibility.md §10.3), plus the mbuf scalars when `snap.mbuf.chunk_size` is set.
 pub fn render_json(
     snap: &Snapshot,
     source: &str,
@@ -1115,7 +1115,7 @@ mod tests {
     }
 
     fn server_json(name: &str, b: i64) -> String {
-        // Hand-written from SPEC 9.3 / 9.2, not from the metric table.
+        // Hand-written from docs/compatibility.md §10.3 / §10.2, not from the metric table.
         format!(
             "\"{name}\": {{\"server_eof\":{}, \"server_err\":{}, \"server_timedout\":{}, \
              \"server_connections\":{}, \"server_ejected_at\":{}, \"requests\":{}, \
@@ -1156,7 +1156,7 @@ mod tests {
             + &server_json("cache2", 400)
             + "}}\n";
         assert_eq!(got, want);
-        // The literal shape SPEC 9.3 names.
+        // The literal shape docs/compatibility.md §10.3 names.
         assert!(got.contains("\"out_queue_bytes\":112},\"127.0.0.1:6380\": {\"server_eof\":200, "));
         assert!(got.contains("\"out_queue_bytes\":212}},\"beta\": {\"client_eof\":7, "));
         assert!(got.ends_with("\"out_queue_bytes\":412}}}\n"));
@@ -1597,7 +1597,7 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(body.is_empty());
 
-        // (4) A second instance cannot share the port (SPEC 0).
+        // (4) A second instance cannot share the port (docs/compatibility.md §13).
         let port = addr.port();
         let err = StatsServer::start("127.0.0.1", port, 50, Snapshot::default())
             .err()

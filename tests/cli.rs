@@ -1,4 +1,4 @@
-//! The command line of the built binary, byte for byte (SPEC 1.1 - 1.6):
+//! The command line of the built binary, byte for byte (docs/compatibility.md §2.1-§2.6):
 //! every flag, every option error with the usage text and exit 1, the
 //! version / help / describe texts, and `-t` on good and bad files (the
 //! reason printed once, with its line).
@@ -254,7 +254,7 @@ fn test_conf_missing_file() {
 const POOL_HEAD: &str = "alpha:\n  listen: 127.0.0.1:22121\n";
 const ONE_SERVER: &str = "  servers:\n   - 127.0.0.1:6379:1\n";
 
-/// (config text, expected reason, line the reason names). Covers SPEC 3.6.
+/// (config text, expected reason, line the reason names). Covers docs/compatibility.md §4.6.
 fn bad_configs() -> Vec<(String, &'static str, Option<usize>)> {
     let with = |extra: &str| format!("{POOL_HEAD}{extra}{ONE_SERVER}");
     let servers = |line: &str| format!("{POOL_HEAD}  servers:\n   - {line}\n");

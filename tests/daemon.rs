@@ -1,4 +1,4 @@
-//! The running daemon shell (SPEC 1.7, 2.3, 2.4 and the SPEC 0 changes):
+//! The running daemon shell (docs/compatibility.md §2.7, §3.3, §3.4 and the docs/compatibility.md §13 changes):
 //! `-d` with its pid file, SIGTERM / SIGINT clean exits, SIGHUP log reopen,
 //! SIGTTIN / SIGTTOU level changes, the start-up failure paths, and the SysV
 //! init script driving the binary.

@@ -1,15 +1,15 @@
-//! The stats port end to end (SPEC 0, 9, 10.1): the built `nutcracker`
+//! The stats port end to end (docs/compatibility.md §13, §10, §11.1): the built `nutcracker`
 //! run with `-i 100` in front of real `redis-server` / `memcached`
 //! backends, its stats port read the three ways a user can read it (a raw
 //! connection, HTTP `GET /`, HTTP `GET /metrics`).
 //!
 //! The JSON document is checked with a small strict parser of the C
-//! binary's layout (SPEC 9.3: `"key":value, ` scalars, `"name": {`
+//! binary's layout (docs/compatibility.md §10.3: `"key":value, ` scalars, `"name": {`
 //! objects, `},` closes, `}\n` at the end), so a spacing slip fails every
 //! test, and with a byte-exact comparison for a document before traffic.
 //! Counters are checked against exact figures computed from the bytes the
 //! test itself sent and received. Figures lag the traffic by up to a couple
-//! of intervals (SPEC 9.4), so every check polls the stats port until the
+//! of intervals (docs/compatibility.md §10.4), so every check polls the stats port until the
 //! expected state shows up (bounded by the harness's `WAIT`) and then
 //! asserts the whole state at once.
 
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
-/// Pool metrics in SPEC 9.2 order.
+/// Pool metrics in docs/compatibility.md §10.2 order.
 const POOL_METRICS: [&str; 6] = [
     "client_eof",
     "client_err",
@@ -31,7 +31,7 @@ const POOL_METRICS: [&str; 6] = [
     "fragments",
 ];
 
-/// Server metrics in SPEC 9.2 order.
+/// Server metrics in docs/compatibility.md §10.2 order.
 const SERVER_METRICS: [&str; 13] = [
     "server_eof",
     "server_err",
@@ -76,7 +76,7 @@ const SERVER_PROM: [&str; 13] = [
     "nutcracker_server_out_queue_bytes",
 ];
 
-/// The header keys of SPEC 9.3, then our mbuf scalars.
+/// The header keys of docs/compatibility.md §10.3, then our mbuf scalars.
 const HEADER: [&str; 7] = [
     "service",
     "source",
@@ -293,7 +293,7 @@ fn obj_num(entries: &[(String, Val)], m: &str) -> i64 {
     }
 }
 
-/// Asserts the key order and value kinds of SPEC 9.3 (plus the mbuf
+/// Asserts the key order and value kinds of docs/compatibility.md §10.3 (plus the mbuf
 /// scalars): `pools` lists each pool's name and its servers' names in the
 /// order they must appear.
 fn assert_layout(doc: &Doc, pools: &[(&str, &[&str])]) {
@@ -471,7 +471,7 @@ fn assert_queues_idle(d: &Doc, pool: &str, servers: &[&str]) {
 }
 
 /// The n-th test key. Keys differ in their first bytes: the default hash
-/// (fnv1a_64, SPEC 5.7) multiplies by a tiny prime, so keys that differ
+/// (fnv1a_64, docs/compatibility.md §6.6) multiplies by a tiny prime, so keys that differ
 /// only at the end (`key:1`, `key:2`, ...) hash close together and all
 /// land on one server.
 fn spread_key(n: u32) -> String {
@@ -525,7 +525,7 @@ fn keys_by_server(
 
 /// Before any traffic the document is all zeros, the only connections are
 /// the listeners, and the layout is byte-exact: pools and servers sorted by
-/// name, length first (SPEC 3.5), metrics in table order.
+/// name, length first (docs/compatibility.md §4.5), metrics in table order.
 #[test]
 fn layout_before_traffic_is_exact() {
     // Nothing listens on these servers: without traffic (and without
@@ -555,7 +555,7 @@ fn layout_before_traffic_is_exact() {
     let expected_order: [(&str, &[&str]); 3] = [
         ("b", &["a", "bb"]),
         ("zz", &["127.0.0.1:9", "127.0.0.1:10", "127.0.0.1:100"]),
-        // Port 11211 drops out of the name (SPEC 3.4), so it sorts first.
+        // Port 11211 drops out of the name (docs/compatibility.md §4.4), so it sorts first.
         ("aaa", &["127.0.0.1", "127.0.0.1:6"]),
     ];
     assert_layout(&d, &expected_order);
@@ -568,7 +568,7 @@ fn layout_before_traffic_is_exact() {
         "timestamp {ts}, started at {before}"
     );
 
-    // The whole document, written from the SPEC 9.3 rules.
+    // The whole document, written from the docs/compatibility.md §10.3 rules.
     let zeros = |names: &[&str]| -> String {
         names
             .iter()
@@ -641,7 +641,7 @@ fn silent_connection_gets_json_then_eof() {
 
 /// Whatever a client sends that is not an HTTP request line, it gets the
 /// raw document and EOF, as from the C binary, which reads nothing:
-/// `echo stats | nc host 22222` works (SPEC 9.1).
+/// `echo stats | nc host 22222` works (docs/compatibility.md §10.1).
 #[test]
 fn non_http_input_gets_the_raw_document() {
     let p = start(&[PoolConf::new("alpha", true).server("127.0.0.1:9:1")], &[]);
@@ -858,7 +858,7 @@ fn redis_traffic_counts_exactly() {
     assert_eq!(d.num("curr_connections"), 6);
     assert_eq!(d.num("total_connections"), 6);
     let mut bad = p.raw();
-    // Broken framing: an error reply, then the proxy closes (SPEC 0).
+    // Broken framing: an error reply, then the proxy closes (docs/compatibility.md §13).
     bad.send(b"*1\r\n!oops\r\n");
     assert!(bad.recv_reply().is_error());
     bad.expect_eof();
@@ -1251,7 +1251,7 @@ fn mbuf_figures_track_a_large_value() {
     assert_eq!(d.num("mbuf_bytes"), allocated * 16384);
 }
 
-/// Our stats socket has no SO_REUSEPORT (SPEC 0): a second instance on a
+/// Our stats socket has no SO_REUSEPORT (docs/compatibility.md §13): a second instance on a
 /// busy stats port fails to start, exits 1 and says why, and the first
 /// keeps serving.
 #[test]

@@ -1,8 +1,8 @@
 //! The one static command table of redis pools: which commands the proxy
 //! accepts, how each is routed, and how many arguments it must have.
 //!
-//! SPEC 6.2-6.4. A command missing here is answered with
-//! `-ERR unsupported command` (section 0: the connection stays open).
+//! docs/compatibility.md §7.2-§7.4. A command missing here is answered with
+//! `-ERR unsupported command` (docs/compatibility.md §13: the connection stays open).
 
 /// Routing class of a command. The `KeyN` classes carry the exact number of
 /// arguments after the key that 0.5.0 enforces.

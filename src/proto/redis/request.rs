@@ -1,4 +1,4 @@
-//! Incremental parser of redis requests (RESP multibulk only, SPEC 6.1).
+//! Incremental parser of redis requests (RESP multibulk only, docs/compatibility.md §7.1).
 //!
 //! The parser does no I/O and copies no payload: it is fed the bytes of a
 //! connection's input stream piece by piece (each piece one mbuf's worth)
