@@ -1,4 +1,4 @@
-//! The command line of nutcracker 0.5.0 (SPEC 1.1 - 1.4): the flags, their
+//! The command line of nutcracker 0.5.0 (docs/compatibility.md §2.1-§2.4): the flags, their
 //! defaults and validation, the exact error messages, and the version and
 //! usage texts.
 //!
@@ -28,7 +28,7 @@ pub const MBUF_MIN_SIZE: usize = 512;
 /// Largest `-m`.
 pub const MBUF_MAX_SIZE: usize = 16_777_216;
 
-/// The usage text (SPEC 1.4), byte for byte: three blocks, each followed by
+/// The usage text (docs/compatibility.md §2.4), byte for byte: three blocks, each followed by
 /// `\n`, with `\r\n` inside the blocks.
 pub const USAGE: &str = concat!(
     "Usage: nutcracker [-?hVdDt] [-v verbosity level] [-o output file]\r\n",
@@ -56,7 +56,7 @@ pub const USAGE: &str = concat!(
 /// name it.
 pub const NAME_VERSION: &str = concat!("nutcracker-", env!("CARGO_PKG_VERSION"));
 
-/// The version block (SPEC 1.3) printed by `-V` and first by `-h` / `-D`.
+/// The version block (docs/compatibility.md §2.3) printed by `-V` and first by `-h` / `-D`.
 pub fn version_text() -> String {
     format!("This is {NAME_VERSION}\nasync event backend: epoll\n\n")
 }
@@ -101,7 +101,7 @@ impl Default for Options {
     }
 }
 
-/// What the command line asks for (SPEC 1.1 precedence).
+/// What the command line asks for (docs/compatibility.md §2.1 precedence).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `-h`, `-V` or `-D` (even with `-t`): write this text to stderr and

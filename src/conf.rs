@@ -2,7 +2,7 @@
 //!
 //! Loading follows nutcracker 0.5.0's `nc_conf.c` stage by stage, because
 //! users' files must be accepted or rejected exactly as before and the first
-//! problem reported must be the same one (SPEC section 3):
+//! problem reported must be the same one (docs/compatibility.md §4):
 //!
 //! ```text
 //!  bytes ──► reader (UTF-8, control characters)              err 2
@@ -45,7 +45,7 @@ pub enum ServerAddr {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConf {
-    /// The ketama / stats name (SPEC 3.4 step 5).
+    /// The ketama / stats name (docs/compatibility.md §4.4).
     pub name: String,
     /// The server line without ` name` (for logs).
     pub pname: String,
@@ -78,13 +78,13 @@ pub struct PoolConf {
     pub server_failure_limit: u32,
     pub tcpkeepalive: bool,
     pub reuseport: bool,
-    /// Sorted by name, length first then bytes (SPEC 3.5).
+    /// Sorted by name, length first then bytes (docs/compatibility.md §4.5).
     pub servers: Vec<ServerConf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conf {
-    /// Sorted by name, length first then bytes (SPEC 3.5).
+    /// Sorted by name, length first then bytes (docs/compatibility.md §4.5).
     pub pools: Vec<PoolConf>,
 }
 
@@ -96,7 +96,7 @@ pub struct Conf {
 pub struct ConfError {
     /// 1-based line of the YAML file the problem is on, when there is one.
     pub line: Option<usize>,
-    /// The SPEC 3.6 text without the `conf: ` prefix.
+    /// The docs/compatibility.md §4.6 text without the `conf: ` prefix.
     pub message: String,
     /// A line nutcracker 0.5.0 logs just before `message` (today only the
     /// `address resolution of node 'H' service 'P' failed: ...` line that
@@ -696,7 +696,7 @@ fn parse_port(text: &str) -> Option<u16> {
 /// `sizeof(sun_path)`: a unix socket path must be shorter.
 const UNIX_PATH_MAX: usize = 108;
 
-/// `listen:` per SPEC 3.3. The error carries the resolver's complaint, which
+/// `listen:` per docs/compatibility.md §4.3. The error carries the resolver's complaint, which
 /// nutcracker logs on the line before `has an invalid value`.
 fn parse_listen(value: &str) -> Result<Listen, (&'static str, Option<String>)> {
     const INVALID: &str = "has an invalid value";
@@ -793,7 +793,7 @@ fn strtol_octal(text: &str) -> Option<i64> {
 
 const BAD_SERVER: &str = "has an invalid \"hostname:port:weight [name]\"or \"/path/unix_socket:weight [name]\" format string";
 
-/// A `servers:` line per SPEC 3.4, parsed from the right like `conf_add_server`.
+/// A `servers:` line per docs/compatibility.md §4.4, parsed from the right like `conf_add_server`.
 fn parse_server(value: &str, yaml_index: usize) -> Result<ServerConf, &'static str> {
     let unix = value.starts_with('/');
     let (addr_part, name) = match value.rfind(' ') {
@@ -952,7 +952,7 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             Some(ms) => Some(u64::from(ms)),
         },
         backlog: raw.backlog.unwrap_or(DEFAULT_BACKLOG),
-        // Kept (C resets it to 0): we enforce it, see SPEC section 0.
+        // Kept (C resets it to 0): we enforce it, see docs/compatibility.md §13.
         client_connections: raw.client_connections.unwrap_or(DEFAULT_CLIENT_CONNECTIONS),
         redis,
         redis_auth: raw.redis_auth.map(|(auth, _)| auth),
@@ -1114,7 +1114,7 @@ mod tests {
         assert_eq!(p.distribution, Distribution::Modula);
         assert_eq!(p.timeout_ms, Some(400));
         assert_eq!(p.backlog, 1024);
-        // Enforced by us (SPEC section 0), so kept rather than reset to 0.
+        // Enforced by us (docs/compatibility.md §13), so kept rather than reset to 0.
         assert_eq!(p.client_connections, 100);
         assert!(p.redis);
         assert_eq!(p.redis_auth.as_deref(), Some("secret"));
@@ -1166,7 +1166,7 @@ mod tests {
         assert_eq!(conf.pools[0].servers.len(), 1);
     }
 
-    // ---- quirks (SPEC 3.1, 3.4)
+    // ---- quirks (docs/compatibility.md §4.1, §4.4)
 
     #[test]
     fn quoted_values_behave_like_plain_ones() {
@@ -1317,7 +1317,7 @@ mod tests {
         assert_eq!(conf.pools[0].servers.len(), 2);
     }
 
-    // ---- listen (SPEC 3.3)
+    // ---- listen (docs/compatibility.md §4.3)
 
     #[test]
     fn listen_forms() {
@@ -1397,7 +1397,7 @@ mod tests {
         }
     }
 
-    // ---- SPEC 3.6, one test per message, with its line
+    // ---- docs/compatibility.md §4.6, one test per message, with its line
 
     fn directive(name: &str, reason: &str) -> String {
         format!("directive \"{name}\" {reason}")

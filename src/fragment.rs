@@ -1,5 +1,5 @@
 //! Reassembling a split multi-key request from its fragments' replies
-//! (SPEC 6.4 and 7.2, with section 0's rule that a failed fragment fails
+//! (docs/compatibility.md §7.4 and §8.2, with §13's rule that a failed fragment fails
 //! only that command).
 
 use crate::core::Context;

@@ -588,7 +588,7 @@ fn check_inline_request(data: &[u8], end: u64, snap: &ReqSnap) {
 
 /// Invariant 2: `*<n>\r\n` + each argument as `$<len>\r\n<data>\r\n`,
 /// numbers written with as many digits as the client used (leading zeros
-/// are digits, SPEC 6.1), rebuilds `start..end` exactly.
+/// are digits, docs/compatibility.md §7.1), rebuilds `start..end` exactly.
 fn check_redis_request(data: &[u8], start: u64, end: u64, snap: &ReqSnap) {
     let args = &snap.args;
     let first = args
@@ -1006,7 +1006,7 @@ fn check_memcache_request(data: &[u8], prev_end: u64, end: u64, snap: &McReqSnap
             "key {k:?} not after {after} inside the command line"
         );
         let key = range(data, k.start, k.end());
-        // SPEC 7.1 lets any other byte through, as nutcracker does; `\n`
+        // docs/compatibility.md §8.1 lets any other byte through, as nutcracker does; `\n`
         // is checked because memcached ends a line there, so a key holding
         // one would smuggle a second command past the proxy.
         assert!(

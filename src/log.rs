@@ -1,5 +1,5 @@
 //! The process-wide logger: levels, destination (stderr or the `-o` file),
-//! the line format of SPEC 2.1, and the `log_*!` macros every module uses.
+//! the line format of docs/compatibility.md §3.1, and the `log_*!` macros every module uses.
 //!
 //! A line is `[YYYY-MM-DD HH:MM:SS.mmm] <file>:<line> <message>\n` in local
 //! time, built in a fixed buffer and written with one write(2), so lines from
@@ -10,11 +10,18 @@
 //! takes it exclusively to swap in the new file.
 //!
 //! Lines are cut at [`MAX_LINE`] bytes (the C binary cuts at 256).
+//!
+//! A fatal-signal handler cannot take the lock (the thread it interrupted
+//! may hold it), so the descriptor lines go to is also kept in an atomic,
+//! [`raw_fd`]. A reopen never changes that number: the new file is moved
+//! onto the old descriptor with dup3(2), so a handler that has just loaded
+//! the number cannot write to a descriptor that was closed and reused.
 
 use std::ffi::CStr;
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -54,6 +61,15 @@ static SINK: RwLock<Sink> = RwLock::new(Sink {
     path: None,
 });
 
+/// The descriptor behind [`SINK`], readable without the lock.
+static FD: AtomicI32 = AtomicI32::new(libc::STDERR_FILENO);
+
+/// The descriptor log lines go to (stderr's or the `-o` file's), for code
+/// that must not lock or allocate: a signal handler may write(2) to it.
+pub fn raw_fd() -> RawFd {
+    FD.load(Ordering::SeqCst)
+}
+
 fn clamp(level: i32) -> i32 {
     level.clamp(LOG_EMERG, LOG_PVERB)
 }
@@ -81,6 +97,9 @@ pub fn init(level: i32, file: Option<&str>) -> io::Result<()> {
     };
     LEVEL.store(clamp(level), Ordering::Relaxed);
     let mut sink = SINK.write().unwrap_or_else(|e| e.into_inner());
+    let fd = file.as_ref().map_or(libc::STDERR_FILENO, |f| f.as_raw_fd());
+    // Published before the old file (if any) is closed by the assignment.
+    FD.store(fd, Ordering::SeqCst);
     sink.file = file;
     sink.path = path;
     Ok(())
@@ -144,12 +163,8 @@ pub fn reopen() -> io::Result<()> {
     let Some(path) = path else {
         return Ok(());
     };
-    match open_log(&path) {
-        Ok(f) => {
-            let mut sink = SINK.write().unwrap_or_else(|e| e.into_inner());
-            sink.file = Some(f);
-            Ok(())
-        }
+    match open_log(&path).and_then(|f| replace_file(&f)) {
+        Ok(()) => Ok(()),
         Err(e) => {
             write_line(
                 file!(),
@@ -163,6 +178,23 @@ pub fn reopen() -> io::Result<()> {
             Err(e)
         }
     }
+}
+
+/// Moves `new` onto the descriptor of the current `-o` file, which keeps
+/// its number (see the module docs); `new`'s own descriptor is closed when
+/// the caller drops it.
+fn replace_file(new: &File) -> io::Result<()> {
+    let sink = SINK.write().unwrap_or_else(|e| e.into_inner());
+    let Some(old) = &sink.file else {
+        return Ok(());
+    };
+    // SAFETY: both descriptors are open files we own; dup3 atomically
+    // closes the old description and keeps close-on-exec set.
+    let rc = unsafe { libc::dup3(new.as_raw_fd(), old.as_raw_fd(), libc::O_CLOEXEC) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The C library's text for an OS error (`strerror`), without the

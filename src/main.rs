@@ -1,6 +1,6 @@
 //! The `nutcracker` binary: the daemon shell around the proxy engine.
 //!
-//! Order of a start (SPEC 1.7, with the improvements of SPEC 0):
+//! Order of a start (docs/compatibility.md §2.7, with the improvements of docs/compatibility.md §13):
 //!
 //! ```text
 //! parse options ─► -h/-V/-D: print, exit 0
@@ -97,7 +97,7 @@ struct Running {
 }
 
 impl Running {
-    /// The orderly exit of SPEC 1.7: pid file removed, last line logged.
+    /// The orderly exit of docs/compatibility.md §2.7: pid file removed, last line logged.
     fn finish(self, code: i32) -> i32 {
         if let Some(p) = &self.pid_file {
             daemon::remove_pidfile(p);

@@ -1,4 +1,4 @@
-//! The one table of stats metrics (SPEC 9.2): every pool metric, then every
+//! The one table of stats metrics (docs/compatibility.md §10.2): every pool metric, then every
 //! server metric, each with its name, kind and description, in the order the
 //! C binary prints them.
 //!
@@ -9,7 +9,7 @@
 //! layout, which dashboards parse, so the order is the C order and is pinned
 //! by the tests below.
 
-/// How a metric is aggregated and printed (SPEC 9.4).
+/// How a metric is aggregated and printed (docs/compatibility.md §10.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     /// Accumulates; never goes down.
@@ -20,29 +20,51 @@ pub enum MetricKind {
     Timestamp,
 }
 
-/// One metric: its JSON key, kind, and the description `-D` prints.
+/// One metric: its JSON key, kind, and the description `-D` prints, and
+/// its name and help text in the Prometheus rendering, which follow that
+/// format's conventions instead of the C names: counters end in `_total`,
+/// units are spelled out in base units (`_bytes`, `_seconds`), and the
+/// help says what is counted rather than copying the `# ` ("number of")
+/// shorthand of `-D`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metric {
     pub name: &'static str,
     pub kind: MetricKind,
     pub desc: &'static str,
+    /// The family name after `nutcracker_pool_` / `nutcracker_server_`.
+    pub prom: &'static str,
+    pub help: &'static str,
 }
 
-const fn metric(name: &'static str, kind: MetricKind, desc: &'static str) -> Metric {
-    Metric { name, kind, desc }
+const fn metric(
+    name: &'static str,
+    kind: MetricKind,
+    desc: &'static str,
+    prom: &'static str,
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        desc,
+        prom,
+        help,
+    }
 }
 
 use MetricKind::{Counter, Gauge, Timestamp};
 
 /// Declares a metric table and the struct the engine counts it in, from one
 /// list: the struct's fields are the metrics, in table order, so a metric
-/// cannot be named without being counted, or counted without a name.
+/// cannot be named without being counted, or counted without a name. Each
+/// line: field (the JSON name), kind, `-D` description, Prometheus family
+/// name, Prometheus help.
 macro_rules! metric_table {
     ($(#[$doc:meta])* $table:ident, $(#[$sdoc:meta])* $stats:ident {
-        $($field:ident: $kind:ident, $desc:expr;)*
+        $($field:ident: $kind:ident, $desc:expr, $prom:expr, $help:expr;)*
     }) => {
         $(#[$doc])*
-        pub static $table: &[Metric] = &[$(metric(stringify!($field), $kind, $desc)),*];
+        pub static $table: &[Metric] = &[$(metric(stringify!($field), $kind, $desc, $prom, $help)),*];
 
         $(#[$sdoc])*
         #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -64,33 +86,35 @@ metric_table! {
     POOL_METRICS,
     /// A pool's counters, one field per entry of [`POOL_METRICS`].
     PoolStats {
-        client_eof: Counter, "# eof on client connections";
-        client_err: Counter, "# errors on client connections";
-        client_connections: Gauge, "# active client connections";
-        server_ejects: Counter, "# times backend server was ejected";
-        forward_error: Counter, "# times we encountered a forwarding error";
-        fragments: Counter, "# fragments created from a multi-vector request";
+        client_eof: Counter, "# eof on client connections", "client_eof_total", "client connections closed by the client (EOF)";
+        client_err: Counter, "# errors on client connections", "client_err_total", "client connections closed on an error";
+        client_connections: Gauge, "# active client connections", "client_connections", "client connections open now";
+        server_ejects: Counter, "# times backend server was ejected", "server_ejects_total", "times a server of the pool was ejected";
+        forward_error: Counter, "# times we encountered a forwarding error", "forward_error_total", "requests answered with an error reply made by the proxy";
+        fragments: Counter, "# fragments created from a multi-vector request", "fragments_total", "sub-requests created by splitting multi-key requests";
     }
 }
 
 metric_table! {
-    /// Per-server metrics, in JSON and `-D` order.
+    /// Per-server metrics, in JSON and `-D` order. Their Prometheus names
+    /// drop the C names' `server_` prefix, which `nutcracker_server_`
+    /// already says.
     SERVER_METRICS,
     /// A server's counters, one field per entry of [`SERVER_METRICS`].
     ServerStats {
-        server_eof: Counter, "# eof on server connections";
-        server_err: Counter, "# errors on server connections";
-        server_timedout: Counter, "# timeouts on server connections";
-        server_connections: Gauge, "# active server connections";
-        server_ejected_at: Timestamp, "timestamp when server was ejected in usec since epoch";
-        requests: Counter, "# requests";
-        request_bytes: Counter, "total request bytes";
-        responses: Counter, "# responses";
-        response_bytes: Counter, "total response bytes";
-        in_queue: Gauge, "# requests in incoming queue";
-        in_queue_bytes: Gauge, "current request bytes in incoming queue";
-        out_queue: Gauge, "# requests in outgoing queue";
-        out_queue_bytes: Gauge, "current request bytes in outgoing queue";
+        server_eof: Counter, "# eof on server connections", "eof_total", "server connections closed by the server (EOF)";
+        server_err: Counter, "# errors on server connections", "err_total", "server connections closed on an error";
+        server_timedout: Counter, "# timeouts on server connections", "timedout_total", "server connections closed because a request timed out";
+        server_connections: Gauge, "# active server connections", "connections", "server connections open now";
+        server_ejected_at: Timestamp, "timestamp when server was ejected in usec since epoch", "ejected_at_seconds", "when the server was last ejected, in seconds since the epoch (0: never)";
+        requests: Counter, "# requests", "requests_total", "requests sent to the server";
+        request_bytes: Counter, "total request bytes", "request_bytes_total", "bytes of requests sent to the server";
+        responses: Counter, "# responses", "responses_total", "replies received from the server";
+        response_bytes: Counter, "total response bytes", "response_bytes_total", "bytes of replies received from the server";
+        in_queue: Gauge, "# requests in incoming queue", "in_queue", "requests waiting to be written to the server";
+        in_queue_bytes: Gauge, "current request bytes in incoming queue", "in_queue_bytes", "bytes of requests waiting to be written to the server";
+        out_queue: Gauge, "# requests in outgoing queue", "out_queue", "requests written to the server and awaiting its reply";
+        out_queue_bytes: Gauge, "current request bytes in outgoing queue", "out_queue_bytes", "bytes of requests written to the server and awaiting its reply";
     }
 }
 
@@ -105,7 +129,7 @@ pub fn server_index(name: &str) -> Option<usize> {
     SERVER_METRICS.iter().position(|m| m.name == name)
 }
 
-/// The `-D` text after the version block (SPEC 1.5): `pool stats:`, one line
+/// The `-D` text after the version block (docs/compatibility.md §2.5): `pool stats:`, one line
 /// per pool metric, a blank line, `server stats:`, one line per server
 /// metric. Each line is two spaces, the name left-justified in 20 columns,
 /// then the description in double quotes (C: `"  %-20s\"%s\""`).
@@ -240,6 +264,29 @@ mod tests {
         };
         assert_eq!(server.values().len(), SERVER_METRICS.len());
         assert_eq!(server.values()[12], 13);
+    }
+
+    #[test]
+    fn prometheus_names_follow_the_conventions() {
+        for m in POOL_METRICS.iter().chain(SERVER_METRICS) {
+            assert_eq!(
+                m.kind == Counter,
+                m.prom.ends_with("_total"),
+                "counters and only counters end in _total: {}",
+                m.prom
+            );
+            assert!(
+                m.prom.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                m.prom
+            );
+            if m.name.contains("bytes") {
+                assert!(m.prom.contains("_bytes"), "{}", m.prom);
+            }
+            assert!(!m.help.starts_with('#'), "{}: {:?}", m.name, m.help);
+            assert!(!m.help.is_empty());
+        }
+        assert_eq!(SERVER_METRICS[4].prom, "ejected_at_seconds");
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl ListenError {
     }
 }
 
-/// A TCP listener with the options of SPEC 11 (SO_REUSEADDR, optional
+/// A TCP listener with the options of docs/compatibility.md §12 (SO_REUSEADDR, optional
 /// SO_REUSEPORT, the configured backlog).
 pub fn tcp_listen(
     addr: std::net::SocketAddr,

@@ -64,6 +64,14 @@ impl Context {
         mid
     }
 
+    /// Makes `bytes` (built by the proxy) the request to send.
+    pub fn set_request(&mut self, mid: MsgId, bytes: &[u8]) {
+        if let Some(m) = self.msgs.get_mut(mid) {
+            self.mbufs.push_bytes(bytes, &mut m.req);
+            m.req_len += bytes.len();
+        }
+    }
+
     /// The reply is made by the proxy: ready at once.
     pub fn local_reply(&mut self, mid: MsgId, bytes: &[u8]) {
         if let Some(m) = self.msgs.get_mut(mid) {
@@ -241,10 +249,8 @@ impl Context {
                 if let Some(m) = self.msgs.get_mut(mid) {
                     m.proto = Proto::Resp3;
                     m.after = After::Hello3;
-                    self.mbufs
-                        .push_bytes(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", &mut m.req);
-                    m.req_len = 24;
                 }
+                self.set_request(mid, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
                 match routed {
                     Ok(s) => self.forward(mid, s),
                     Err(errno) => self.fail_request(mid, errno),
@@ -405,7 +411,7 @@ impl Context {
         self.forward(mid, s);
     }
 
-    /// Splits a multi-key command per server (SPEC 6.4): each fragment is
+    /// Splits a multi-key command per server (docs/compatibility.md §7.4): each fragment is
     /// `*<n>\r\n$<len>\r\n<name>\r\n` made by the proxy followed by the
     /// original key (and value) items, referenced in place.
     fn fragment(
@@ -488,7 +494,7 @@ impl Context {
         self.frag_scratch = fs;
     }
 
-    /// Splits a multi-key get per server (SPEC 7.2): each fragment is
+    /// Splits a multi-key get per server (docs/compatibility.md §8.2): each fragment is
     /// `get ` + its keys, each followed by a space, + CRLF; keys are
     /// referenced in place.
     fn mc_fragment(&mut self, mid: MsgId, rx: &ClientRx, pid: PoolId, verb: &'static [u8]) {
@@ -563,6 +569,13 @@ impl Context {
         }
         frag.pending = children.len() as u32;
         frag.children.extend(children.iter().map(|&(c, _)| c));
+        // Fragments travel in their client's protocol.
+        let proto = self.msgs.get(mid).map_or(Proto::Resp2, |m| m.proto);
+        for &(c, _) in children {
+            if let Some(m) = self.msgs.get_mut(c) {
+                m.proto = proto;
+            }
+        }
         if let Some(m) = self.msgs.get_mut(mid) {
             m.frag = Some(frag);
         }

@@ -284,6 +284,12 @@ impl Context {
                 &mut iov,
             );
             let full = iov.len() == IOV_MAX;
+            if iov.is_empty() {
+                // Requests queued but nothing to gather: a length that does
+                // not match its bytes. Never spin on it.
+                crate::log_error!("s {} has queued requests with no bytes", sk);
+                return;
+            }
             let step = c.sock.writev(&iov);
             drop(iov);
             match step {
@@ -685,7 +691,7 @@ fn redis_reply(p: &RspParser) -> Reply<'_> {
 /// What the engine needs to know of a parsed reply, whichever the protocol.
 struct Reply<'a> {
     start: u64,
-    /// redis -OOM/-BUSY/-LOADING: a server failure (SPEC 6.6).
+    /// redis -OOM/-BUSY/-LOADING: a server failure (docs/compatibility.md §7.6).
     transient: bool,
     error_text: Option<&'a [u8]>,
     integer: Option<i64>,

@@ -1,4 +1,4 @@
-//! Signals (SPEC 2.3), self-pipe style: the handler only records, the event
+//! Signals (docs/compatibility.md §3.3), self-pipe style: the handler only records, the event
 //! loop acts.
 //!
 //! The handler bumps a per-signal counter in an atomic and writes one byte
@@ -11,8 +11,15 @@
 //!
 //! Handled: SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGINT, SIGTERM.
 //! SIGPIPE is ignored (a peer closing mid-write is an ordinary error).
-//! SIGSEGV keeps its default action: the kernel writes the core file, which
-//! beats a backtrace printed from inside a broken process.
+//!
+//! SIGSEGV is the exception: the process is broken, so waiting for the loop
+//! is no option. Its handler writes the 0.5.0 line
+//! `[.......................] signal 11 (SIGSEGV) received, core dumping`
+//! with one write(2) to the log's descriptor ([`crate::log::raw_fd`], an
+//! atomic: no lock, no allocation, no clock), and returns with the default
+//! action restored and the signal raised again, so the process dies by
+//! SIGSEGV and the kernel writes the core file. Unlike 0.5.0 it prints no
+//! backtrace: producing one is not async-signal-safe.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -61,12 +68,38 @@ extern "C" fn on_signal(signo: libc::c_int) {
     unsafe { *libc::__errno_location() = saved };
 }
 
+/// The line of a SIGSEGV, with the prefix 0.5.0 gives lines written from a
+/// signal handler (no time stamp: formatting one is not signal-safe).
+const SEGV_LINE: &[u8] = b"[.......................] signal 11 (SIGSEGV) received, core dumping\n";
+
+extern "C" fn on_fatal(signo: libc::c_int) {
+    // Installed with SA_RESETHAND, so the action is the default again by
+    // now, and the signal is blocked until we return: raised here, it is
+    // delivered (and kills) right after the return. A real fault would
+    // also kill by faulting again.
+    let fd = crate::log::raw_fd();
+    // SAFETY: write(2) and raise(3) are async-signal-safe; the buffer is a
+    // static of the given length. A failed write has nowhere to go.
+    unsafe {
+        libc::write(fd, SEGV_LINE.as_ptr().cast(), SEGV_LINE.len());
+        libc::raise(signo);
+    }
+}
+
 fn set_handler(signo: libc::c_int, handler: libc::sighandler_t) -> io::Result<()> {
+    // SA_RESTART: blocking calls elsewhere (file writes) are not cut short.
+    set_action(signo, handler, libc::SA_RESTART)
+}
+
+fn set_action(
+    signo: libc::c_int,
+    handler: libc::sighandler_t,
+    flags: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is valid; fields are set before use.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = handler;
-    // SA_RESTART: blocking calls elsewhere (file writes) are not cut short.
-    sa.sa_flags = libc::SA_RESTART;
+    sa.sa_flags = flags;
     // SAFETY: valid pointers; sa_mask is initialised by sigemptyset.
     unsafe {
         libc::sigemptyset(&mut sa.sa_mask);
@@ -86,6 +119,10 @@ pub fn install() -> io::Result<()> {
         set_handler(signo, handler)?;
     }
     set_handler(libc::SIGPIPE, libc::SIG_IGN)?;
+    // SA_ONSTACK: a stack overflow faults with no stack left, so the
+    // handler runs on the alternate stack std sets up for each thread.
+    let fatal = on_fatal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    set_action(libc::SIGSEGV, fatal, libc::SA_RESETHAND | libc::SA_ONSTACK)?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The stats server (SPEC 9): a TCP listener on `-a`:`-s` served by a thread
+//! The stats server (docs/compatibility.md §10): a TCP listener on `-a`:`-s` served by a thread
 //! of its own, and the two renderings of the figures (the C binary's JSON
 //! document and the Prometheus text format).
 //!
@@ -10,23 +10,26 @@
 //! Data leaves on stats connections:
 //!
 //! ```text
-//!   accept ──► Reading ──(100 ms of silence, or EOF with nothing read)──► raw JSON ─┐
-//!                 │                                                               │
-//!                 └──(request line + headers)──► HTTP 200 / 400 / 405 ────────────┤
-//!                                                                                 ▼
+//!   accept ──► Reading ──(no HTTP request line: 100 ms of silence, EOF, ──► raw JSON ─┐
+//!                 │       other input such as `stats\r\n` or binary)                 │
+//!                 └──(request line + headers)──► HTTP 200 / 404 / 405 / 400 ─────────┤
+//!                                                                                    ▼
 //!   close ◄── Draining (discard input until EOF, at most 1 s) ◄── shutdown(write) ◄ Writing
 //! ```
 //!
-//! A client that sends nothing gets the JSON document and a close, as from
-//! the C binary, so `nc host 22222` keeps working. A client that speaks HTTP
-//! gets the same document as `application/json`, or the Prometheus text on
-//! `/metrics`. Every socket is non-blocking, at most [`MAX_CONNS`]
+//! The C binary reads nothing and writes the JSON document to every client,
+//! so `nc host 22222` and `echo stats | nc host 22222` both work; they keep
+//! working here because only a complete `METHOD SP target SP HTTP/1.x` line
+//! gets an HTTP answer, and anything else, sent or not, the raw document
+//! and EOF. Over HTTP, `/` and `/stats` give the JSON as
+//! `application/json`, `/metrics` the Prometheus text, other paths 404.
+//! Every socket is non-blocking, at most [`MAX_CONNS`]
 //! connections exist at once (more are accepted and closed at once), and
 //! each one is closed after [`CONN_DEADLINE`] whatever its state, so a slow
 //! or silent client cannot pin memory.
 //!
 //! Two deliberate differences from the C binary: the stats socket has no
-//! SO_REUSEPORT (SPEC 0: a second instance fails to bind instead of sharing
+//! SO_REUSEPORT (docs/compatibility.md §13: a second instance fails to bind instead of sharing
 //! the port), and pool and server names are JSON-escaped (`"`, `\` and bytes
 //! below 0x20), where the C binary writes them raw and can emit invalid JSON.
 //!
@@ -52,7 +55,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most stats connections open at once; more are accepted and closed.
 pub const MAX_CONNS: usize = 256;
-/// How long a new connection may stay silent before it gets the raw JSON.
+/// How long after its accept a connection that has not sent a complete
+/// HTTP request line gets the raw JSON.
 pub const QUIET: Duration = Duration::from_millis(100);
 /// Whatever its state, a connection is closed this long after its accept.
 pub const CONN_DEADLINE: Duration = Duration::from_secs(5);
@@ -80,7 +84,7 @@ pub struct ServerSnap {
 }
 
 /// One pool: values in [`POOL_METRICS`] order (6 values), servers in the
-/// order given (the engine gives them in the C order, SPEC 9.3).
+/// order given (the engine gives them in the C order, docs/compatibility.md §10.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSnap {
     pub name: String,
@@ -138,7 +142,7 @@ fn value(values: &[i64], i: usize) -> i64 {
 }
 
 // ---------------------------------------------------------------------------
-// JSON (SPEC 9.3)
+// JSON (docs/compatibility.md §10.3)
 
 /// The C binary's writer: scalars are `"key":value, `, an object opens with
 /// `"name": {` and its end turns the trailing `, ` into `},` (or `},` into
@@ -219,7 +223,7 @@ fn push_json_escaped(out: &mut String, s: &str) {
 }
 
 /// The stats JSON document, byte for byte as the C binary lays it out
-/// (SPEC 9.3), plus the mbuf scalars when `snap.mbuf.chunk_size` is set.
+/// (docs/compatibility.md §10.3), plus the mbuf scalars when `snap.mbuf.chunk_size` is set.
 pub fn render_json(
     snap: &Snapshot,
     source: &str,
@@ -338,16 +342,29 @@ fn prom_scalar(out: &mut String, name: &str, kind: &str, help: &str, val: u64) {
 }
 
 fn prom_metric_name(prefix: &str, m: &Metric) -> String {
-    let mut name = String::with_capacity(prefix.len() + m.name.len());
+    let mut name = String::with_capacity(prefix.len() + m.prom.len());
     name.push_str(prefix);
-    name.push_str(m.name);
+    name.push_str(m.prom);
     name
 }
 
+/// A sample value: the JSON's integer, except that a timestamp (usec since
+/// the epoch in the JSON) is given in seconds, the format's base unit,
+/// written exactly as a decimal fraction.
+fn prom_value(kind: MetricKind, v: i64) -> String {
+    if kind != MetricKind::Timestamp || v == 0 {
+        return itoa::Buffer::new().format(v).to_string();
+    }
+    let sign = if v < 0 { "-" } else { "" };
+    let us = v.unsigned_abs();
+    format!("{sign}{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
 /// The same figures as [`render_json`] in the Prometheus text format:
-/// `nutcracker_pool_<metric>{pool=".."}`, `nutcracker_server_<metric>{pool="..",server=".."}`,
-/// the process-wide figures, and `nutcracker_info{service,source,version} 1`.
-/// Scrapers stamp the time themselves, so there is no timestamp sample.
+/// `nutcracker_pool_<prom>{pool=".."}`, `nutcracker_server_<prom>{pool="..",server=".."}`
+/// (names from [`Metric::prom`]), the process-wide figures, and
+/// `nutcracker_info{service,source,version} 1`. Scrapers stamp the time
+/// themselves, so there is no timestamp sample.
 pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s: i64) -> String {
     let servers: usize = snap.pools.iter().map(|p| p.servers.len()).sum();
     let mut out = String::with_capacity(2048 + snap.pools.len() * 400 + servers * 1000);
@@ -381,7 +398,7 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
     );
     prom_scalar(
         &mut out,
-        "nutcracker_total_connections",
+        "nutcracker_connections_total",
         "counter",
         "connections ever created (listeners, clients and servers)",
         snap.total_connections,
@@ -411,7 +428,7 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
     if m.chunk_size != 0 {
         prom_scalar(
             &mut out,
-            "nutcracker_mbuf_chunk_size",
+            "nutcracker_mbuf_chunk_size_bytes",
             "gauge",
             "bytes in one mbuf chunk (-m)",
             m.chunk_size as u64,
@@ -440,22 +457,18 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
     }
     for (i, metric) in POOL_METRICS.iter().enumerate() {
         let name = prom_metric_name("nutcracker_pool_", metric);
-        prom_family(&mut out, &name, prom_type(metric.kind), metric.desc);
+        prom_family(&mut out, &name, prom_type(metric.kind), metric.help);
         for pool in &snap.pools {
-            let v = itoa::Buffer::new()
-                .format(value(&pool.values, i))
-                .to_string();
+            let v = prom_value(metric.kind, value(&pool.values, i));
             prom_sample(&mut out, &name, &[("pool", &pool.name)], &v);
         }
     }
     for (i, metric) in SERVER_METRICS.iter().enumerate() {
         let name = prom_metric_name("nutcracker_server_", metric);
-        prom_family(&mut out, &name, prom_type(metric.kind), metric.desc);
+        prom_family(&mut out, &name, prom_type(metric.kind), metric.help);
         for pool in &snap.pools {
             for server in &pool.servers {
-                let v = itoa::Buffer::new()
-                    .format(value(&server.values, i))
-                    .to_string();
+                let v = prom_value(metric.kind, value(&server.values, i));
                 prom_sample(
                     &mut out,
                     &name,
@@ -474,37 +487,49 @@ pub fn render_prometheus(snap: &Snapshot, source: &str, version: &str, uptime_s:
 /// What a stats connection gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
-    /// The bare JSON document (the client sent nothing).
+    /// The bare JSON document: the client sent nothing, or something that
+    /// is not an HTTP request line (`stats\r\n`, a bare newline, binary).
     Raw,
     /// HTTP 200: the Prometheus text if `metrics`, else the JSON; no body
     /// for HEAD.
     Ok { metrics: bool, head: bool },
+    /// HTTP 404 for a path other than `/`, `/stats` and `/metrics`.
+    NotFound { head: bool },
     /// HTTP 405.
     BadMethod,
-    /// HTTP 400.
+    /// HTTP 400: a valid request line whose headers never end within
+    /// [`MAX_HEAD`].
     BadRequest,
 }
 
 /// Decides from the bytes received so far; `None` means wait for more.
-/// `eof` says none will follow. An empty buffer without EOF is left to the
-/// caller's quiet timer.
-fn classify(buf: &[u8], eof: bool) -> Option<Answer> {
-    if buf.is_empty() {
-        return eof.then_some(Answer::Raw);
-    }
+/// `eof` says none will follow; `quiet_over` says the [`QUIET`] time since
+/// the accept has passed. Only a complete `METHOD SP target SP HTTP/1.x`
+/// line earns an HTTP answer: anything else gets the raw document, as the
+/// C binary gives every client whatever it sends.
+fn classify(buf: &[u8], eof: bool, quiet_over: bool) -> Option<Answer> {
     let full = buf.len() >= MAX_HEAD;
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        // A request line is printable ASCII; anything else is not HTTP, and
-        // waiting for a newline would only delay the 400.
-        let printable = buf.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\r');
-        return (eof || full || !printable).then_some(Answer::BadRequest);
+    let (line, rest) = match buf.iter().position(|&b| b == b'\n') {
+        Some(nl) => (
+            buf.get(..nl).unwrap_or_default(),
+            buf.get(nl + 1..).unwrap_or_default(),
+        ),
+        // At EOF the bytes so far are all the line there will be.
+        None if eof => (buf, &[][..]),
+        None if buf.is_empty() => return quiet_over.then_some(Answer::Raw),
+        // Wait only while the bytes can still become a request line, and
+        // not past the quiet time: `printf stats | nc` may never send a
+        // newline nor close.
+        None => {
+            let wait = !full && !quiet_over && request_line_prefix(buf);
+            return (!wait).then_some(Answer::Raw);
+        }
     };
-    let line = buf.get(..nl).unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some((method, target)) = parse_request_line(line) else {
-        return Some(Answer::BadRequest);
+        return Some(Answer::Raw);
     };
-    if !eof && head_end(buf.get(nl + 1..).unwrap_or_default()).is_none() {
+    if !eof && head_end(rest).is_none() {
         return full.then_some(Answer::BadRequest);
     }
     let head = match method {
@@ -513,10 +538,27 @@ fn classify(buf: &[u8], eof: bool) -> Option<Answer> {
         _ => return Some(Answer::BadMethod),
     };
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    Some(Answer::Ok {
-        metrics: path == b"/metrics",
-        head,
+    Some(match path {
+        b"/" | b"/stats" => Answer::Ok {
+            metrics: false,
+            head,
+        },
+        b"/metrics" => Answer::Ok {
+            metrics: true,
+            head,
+        },
+        _ => Answer::NotFound { head },
     })
+}
+
+/// A method token byte (RFC 9110 `tchar`).
+fn is_tchar(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)
+}
+
+/// A request-target byte: visible ASCII.
+fn is_target_byte(b: &u8) -> bool {
+    (0x21..0x7f).contains(b)
 }
 
 /// `METHOD SP target SP HTTP/1.x` -> (method, target).
@@ -528,17 +570,42 @@ fn parse_request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
     if parts.next().is_some() {
         return None;
     }
-    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if method.is_empty() || !method.iter().all(tchar) {
+    if method.is_empty() || !method.iter().all(is_tchar) {
         return None;
     }
-    if target.is_empty() || !target.iter().all(|&b| (0x21..0x7f).contains(&b)) {
+    if target.is_empty() || !target.iter().all(is_target_byte) {
         return None;
     }
     if version != b"HTTP/1.0" && version != b"HTTP/1.1" {
         return None;
     }
     Some((method, target))
+}
+
+/// True when `buf` (no newline in it) can still be completed into a
+/// request line that [`parse_request_line`] accepts.
+fn request_line_prefix(buf: &[u8]) -> bool {
+    let buf = match buf.strip_suffix(b"\r") {
+        // A CR may only follow a complete version.
+        Some(rest) => return parse_request_line(rest).is_some(),
+        None => buf,
+    };
+    let mut parts = buf.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let (target, version) = (parts.next(), parts.next());
+    if parts.next().is_some() || !method.iter().all(is_tchar) {
+        return false;
+    }
+    let Some(target) = target else {
+        return true;
+    };
+    if method.is_empty() || !target.iter().all(is_target_byte) {
+        return false;
+    }
+    let Some(version) = version else {
+        return true;
+    };
+    !target.is_empty() && (b"HTTP/1.0".starts_with(version) || b"HTTP/1.1".starts_with(version))
 }
 
 /// Offset just past the blank line that ends the headers in `rest` (the
@@ -757,6 +824,9 @@ impl View {
                 );
                 http_response("200 OK", "", PROMETHEUS_TYPE, text.as_bytes(), head)
             }
+            Answer::NotFound { head } => {
+                http_response("404 Not Found", "", "text/plain", b"not found\n", head)
+            }
             Answer::BadMethod => http_response(
                 "405 Method Not Allowed",
                 "Allow: GET, HEAD\r\n",
@@ -810,9 +880,10 @@ impl Conn {
         }
     }
 
-    /// Waiting on the quiet timer, with nothing read yet.
-    fn silent(&self) -> bool {
-        self.state == State::Reading && self.inbuf.is_empty() && !self.eof
+    /// Waiting on the quiet timer: no line read yet, so silence may still
+    /// turn into the raw JSON.
+    fn undecided(&self) -> bool {
+        self.state == State::Reading && !self.eof && !self.inbuf.contains(&b'\n')
     }
 
     /// Runs the state machine as far as the socket allows. Each arm either
@@ -824,10 +895,9 @@ impl Conn {
                     if self.fill().is_err() {
                         return Next::Close;
                     }
-                    let answer = match classify(&self.inbuf, self.eof) {
-                        Some(a) => a,
-                        None if self.inbuf.is_empty() && now >= self.quiet_until => Answer::Raw,
-                        None => return Next::Keep,
+                    let quiet_over = now >= self.quiet_until;
+                    let Some(answer) = classify(&self.inbuf, self.eof, quiet_over) else {
+                        return Next::Keep;
                     };
                     self.out = view.respond(answer);
                     self.state = State::Writing;
@@ -957,7 +1027,7 @@ impl Worker {
         let mut next = now + self.interval;
         for (_, c) in self.conns.iter() {
             next = next.min(c.deadline);
-            if c.silent() {
+            if c.undecided() {
                 next = next.min(c.quiet_until);
             }
         }
@@ -1007,14 +1077,14 @@ impl Worker {
         }
     }
 
-    /// Closes connections past their deadline and answers silent ones whose
-    /// quiet time is over.
+    /// Closes connections past their deadline and answers undecided ones
+    /// whose quiet time is over.
     fn expire(&mut self, now: Instant) {
         let mut closing = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if now >= conn.deadline {
                 closing.push(key);
-            } else if conn.silent() && now >= conn.quiet_until {
+            } else if conn.undecided() && now >= conn.quiet_until {
                 if let Next::Close = conn.advance(now, &self.view) {
                     closing.push(key);
                 }
@@ -1065,7 +1135,7 @@ mod tests {
     }
 
     fn server_json(name: &str, b: i64) -> String {
-        // Hand-written from SPEC 9.3 / 9.2, not from the metric table.
+        // Hand-written from docs/compatibility.md §10.3 / §10.2, not from the metric table.
         format!(
             "\"{name}\": {{\"server_eof\":{}, \"server_err\":{}, \"server_timedout\":{}, \
              \"server_connections\":{}, \"server_ejected_at\":{}, \"requests\":{}, \
@@ -1106,7 +1176,7 @@ mod tests {
             + &server_json("cache2", 400)
             + "}}\n";
         assert_eq!(got, want);
-        // The literal shape SPEC 9.3 names.
+        // The literal shape docs/compatibility.md §10.3 names.
         assert!(got.contains("\"out_queue_bytes\":112},\"127.0.0.1:6380\": {\"server_eof\":200, "));
         assert!(got.contains("\"out_queue_bytes\":212}},\"beta\": {\"client_eof\":7, "));
         assert!(got.ends_with("\"out_queue_bytes\":412}}}\n"));
@@ -1186,25 +1256,25 @@ mod tests {
              # TYPE nutcracker_info gauge\n\
              nutcracker_info{service=\"nutcracker\",source=\"host-1\",version=\"9.9.9\"} 1\n",
             "# TYPE nutcracker_uptime_seconds gauge\nnutcracker_uptime_seconds 42\n",
-            "# TYPE nutcracker_total_connections counter\nnutcracker_total_connections 17\n",
+            "# TYPE nutcracker_connections_total counter\nnutcracker_connections_total 17\n",
             "# TYPE nutcracker_curr_connections gauge\nnutcracker_curr_connections 5\n",
-            "nutcracker_mbuf_chunk_size 512\n",
+            "nutcracker_mbuf_chunk_size_bytes 512\n",
             "nutcracker_mbuf_allocated 4\n",
             "nutcracker_mbuf_free 2\n",
             "nutcracker_mbuf_bytes 2048\n",
-            "# HELP nutcracker_pool_client_eof # eof on client connections\n\
-             # TYPE nutcracker_pool_client_eof counter\n\
-             nutcracker_pool_client_eof{pool=\"alpha\"} 1\n\
-             nutcracker_pool_client_eof{pool=\"we\\\"ird\\\\\"} 7\n",
+            "# HELP nutcracker_pool_client_eof_total client connections closed by the client (EOF)\n\
+             # TYPE nutcracker_pool_client_eof_total counter\n\
+             nutcracker_pool_client_eof_total{pool=\"alpha\"} 1\n\
+             nutcracker_pool_client_eof_total{pool=\"we\\\"ird\\\\\"} 7\n",
             "# TYPE nutcracker_pool_client_connections gauge\n",
-            "nutcracker_pool_fragments{pool=\"we\\\"ird\\\\\"} -12\n",
-            "# HELP nutcracker_server_server_ejected_at timestamp when server was ejected in usec since epoch\n\
-             # TYPE nutcracker_server_server_ejected_at gauge\n\
-             nutcracker_server_server_ejected_at{pool=\"alpha\",server=\"127.0.0.1:6379\"} 104\n\
-             nutcracker_server_server_ejected_at{pool=\"alpha\",server=\"127.0.0.1:6380\"} 204\n\
-             nutcracker_server_server_ejected_at{pool=\"we\\\"ird\\\\\",server=\"cache1\"} 304\n\
-             nutcracker_server_server_ejected_at{pool=\"we\\\"ird\\\\\",server=\"cache2\"} 404\n",
-            "# TYPE nutcracker_server_requests counter\n",
+            "nutcracker_pool_fragments_total{pool=\"we\\\"ird\\\\\"} -12\n",
+            "# HELP nutcracker_server_ejected_at_seconds when the server was last ejected, in seconds since the epoch (0: never)\n\
+             # TYPE nutcracker_server_ejected_at_seconds gauge\n\
+             nutcracker_server_ejected_at_seconds{pool=\"alpha\",server=\"127.0.0.1:6379\"} 0.000104\n\
+             nutcracker_server_ejected_at_seconds{pool=\"alpha\",server=\"127.0.0.1:6380\"} 0.000204\n\
+             nutcracker_server_ejected_at_seconds{pool=\"we\\\"ird\\\\\",server=\"cache1\"} 0.000304\n\
+             nutcracker_server_ejected_at_seconds{pool=\"we\\\"ird\\\\\",server=\"cache2\"} 0.000404\n",
+            "# TYPE nutcracker_server_requests_total counter\n",
             "nutcracker_server_out_queue_bytes{pool=\"we\\\"ird\\\\\",server=\"cache2\"} 412\n",
         ];
         for want in want_fragments {
@@ -1222,67 +1292,158 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_follows_the_exposition_conventions() {
+        let mut snap = two_by_two();
+        snap.mbuf = MbufSnap {
+            chunk_size: 512,
+            allocated: 4,
+            free: 2,
+        };
+        let text = render_prometheus(&snap, "h", "v", 1);
+        let mut families = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                families += 1;
+                let (name, kind) = rest.split_once(' ').expect("name and type");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (_, help) = rest.split_once(' ').expect("name and help");
+                assert!(!help.is_empty() && !help.starts_with('#'), "{line}");
+            } else {
+                assert!(!line.starts_with('#'), "{line}");
+            }
+        }
+        assert_eq!(families, 4 + 2 + 4 + 6 + 13);
+        assert_eq!(text.matches(" counter\n").count(), 1 + 2 + 5 + 7);
+    }
+
+    #[test]
+    fn prometheus_timestamps_are_seconds() {
+        assert_eq!(prom_value(MetricKind::Timestamp, 0), "0");
+        assert_eq!(
+            prom_value(MetricKind::Timestamp, 1_700_000_000_123_456),
+            "1700000000.123456"
+        );
+        assert_eq!(prom_value(MetricKind::Timestamp, 5), "0.000005");
+        assert_eq!(prom_value(MetricKind::Timestamp, -1_500_000), "-1.500000");
+        assert_eq!(
+            prom_value(MetricKind::Timestamp, i64::MIN),
+            "-9223372036854.775808"
+        );
+        assert_eq!(prom_value(MetricKind::Counter, 1_500_000), "1500000");
+    }
+
+    #[test]
     fn classify_requests() {
-        assert_eq!(classify(b"", false), None);
-        assert_eq!(classify(b"", true), Some(Answer::Raw));
-        assert_eq!(classify(b"GET / HT", false), None);
-        assert_eq!(classify(b"GET / HTTP/1.1\r\nHost: x\r\n", false), None);
         let ok = Some(Answer::Ok {
             metrics: false,
             head: false,
         });
-        assert_eq!(classify(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false), ok);
-        assert_eq!(classify(b"GET /anything HTTP/1.0\n\n", false), ok);
-        // Half-closed after the request line: answered anyway.
-        assert_eq!(classify(b"GET / HTTP/1.0\r\n", true), ok);
         let metrics = Some(Answer::Ok {
             metrics: true,
             head: false,
         });
-        assert_eq!(classify(b"GET /metrics HTTP/1.1\r\n\r\n", false), metrics);
+        let raw = Some(Answer::Raw);
+        // Nothing yet: the quiet timer decides; EOF answers at once.
+        assert_eq!(classify(b"", false, false), None);
+        assert_eq!(classify(b"", false, true), raw);
+        assert_eq!(classify(b"", true, false), raw);
+        // A request line on its way: wait, but not past the quiet time.
+        for part in [
+            &b"G"[..],
+            b"GET",
+            b"GET ",
+            b"GET /",
+            b"GET / HT",
+            b"GET / HTTP/1.1\r",
+        ] {
+            assert_eq!(
+                classify(part, false, false),
+                None,
+                "{}",
+                String::from_utf8_lossy(part)
+            );
+            assert_eq!(classify(part, false, true), raw);
+        }
         assert_eq!(
-            classify(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", false),
+            classify(b"GET / HTTP/1.1\r\nHost: x\r\n", false, true),
+            None
+        );
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, false),
+            ok
+        );
+        assert_eq!(classify(b"GET /stats HTTP/1.0\n\n", false, false), ok);
+        assert_eq!(classify(b"GET /?x=1 HTTP/1.0\n\n", false, false), ok);
+        // Half-closed after the request line, or even without its newline.
+        assert_eq!(classify(b"GET / HTTP/1.0\r\n", true, false), ok);
+        assert_eq!(classify(b"GET / HTTP/1.0", true, false), ok);
+        assert_eq!(
+            classify(b"GET /metrics HTTP/1.1\r\n\r\n", false, false),
             metrics
         );
         assert_eq!(
-            classify(b"HEAD /metrics HTTP/1.1\r\n\r\n", false),
+            classify(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", false, false),
+            metrics
+        );
+        assert_eq!(
+            classify(b"HEAD /metrics HTTP/1.1\r\n\r\n", false, false),
             Some(Answer::Ok {
                 metrics: true,
                 head: true
             })
         );
         assert_eq!(
-            classify(b"POST / HTTP/1.1\r\n\r\n", false),
+            classify(b"GET /anything HTTP/1.1\r\n\r\n", false, false),
+            Some(Answer::NotFound { head: false })
+        );
+        assert_eq!(
+            classify(b"HEAD /metricsx HTTP/1.1\r\n\r\n", false, false),
+            Some(Answer::NotFound { head: true })
+        );
+        assert_eq!(
+            classify(b"POST / HTTP/1.1\r\n\r\n", false, false),
             Some(Answer::BadMethod)
         );
         assert_eq!(
-            classify(b"DELETE /metrics HTTP/1.1\r\n\r\n", false),
+            classify(b"DELETE /metrics HTTP/1.1\r\n\r\n", false, false),
             Some(Answer::BadMethod)
         );
-        // Garbage: as soon as a line ends, or a non-printable byte arrives.
-        assert_eq!(classify(b"hello\n", false), Some(Answer::BadRequest));
-        assert_eq!(classify(b"stats\r\n", false), Some(Answer::BadRequest));
-        assert_eq!(classify(b"\x16\x03\x01", false), Some(Answer::BadRequest));
-        assert_eq!(
-            classify(b"GET / HTTP/2.0\r\n\r\n", false),
-            Some(Answer::BadRequest)
-        );
-        assert_eq!(
-            classify(b"GET  / HTTP/1.1\r\n\r\n", false),
-            Some(Answer::BadRequest)
-        );
-        assert_eq!(
-            classify(b"GET /\x7f HTTP/1.1\r\n\r\n", false),
-            Some(Answer::BadRequest)
-        );
-        assert_eq!(classify(b"GET /", true), Some(Answer::BadRequest));
-        // Bounded head.
-        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
-        long.resize(MAX_HEAD, b'a');
-        assert_eq!(classify(&long, false), Some(Answer::BadRequest));
+        // Not HTTP: the raw document, as soon as that is certain.
+        for junk in [
+            &b"stats\r\n"[..],
+            b"stats\n",
+            b"\n",
+            b"\r\n",
+            b"hello there\r\n",
+            b"\x16\x03\x01",
+            b"\x00",
+            b" GET / HTTP/1.1\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 x\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.2",
+            b"GET / HTTP/1.1\rx",
+        ] {
+            assert_eq!(
+                classify(junk, false, false),
+                raw,
+                "{}",
+                String::from_utf8_lossy(junk)
+            );
+        }
+        assert_eq!(classify(b"stats", true, false), raw);
+        assert_eq!(classify(b"GET /", true, false), raw);
+        // Bounded: a line that never ends is not HTTP; headers that never
+        // end after a real request line are a 400.
         let mut long = b"GET /".to_vec();
         long.resize(MAX_HEAD, b'a');
-        assert_eq!(classify(&long, false), Some(Answer::BadRequest));
+        assert_eq!(classify(&long, false, false), raw);
+        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
+        long.resize(MAX_HEAD, b'a');
+        assert_eq!(classify(&long, false, false), Some(Answer::BadRequest));
     }
 
     #[test]
@@ -1383,7 +1544,7 @@ mod tests {
         assert!(raw.ends_with(b"}}}\n"));
         check_json(&raw, &snap);
 
-        // (2) HTTP GET of any path: the same JSON with exact framing.
+        // (2) HTTP GET of `/`: the same JSON with exact framing.
         let resp = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let (head, body) = split_http(&resp);
         let lines: Vec<&str> = head.split("\r\n").collect();
@@ -1413,13 +1574,14 @@ mod tests {
         );
         let text = String::from_utf8(body).expect("utf8");
         assert!(
-            text.contains("nutcracker_pool_client_eof{pool=\"alpha\"} 1\n"),
+            text.contains("nutcracker_pool_client_eof_total{pool=\"alpha\"} 1\n"),
             "{text}"
         );
-        assert!(text.contains("nutcracker_server_requests{pool=\"beta\",server=\"cache2\"} 405\n"));
+        assert!(text
+            .contains("nutcracker_server_requests_total{pool=\"beta\",server=\"cache2\"} 405\n"));
         assert!(text.contains("nutcracker_mbuf_bytes 32768\n"));
 
-        // Errors: 405 for other methods, 400 for garbage; both close.
+        // 405 for other methods.
         let resp = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         let (head, body) = split_http(&resp);
         assert!(
@@ -1428,8 +1590,27 @@ mod tests {
         );
         assert!(head.contains("\r\nAllow: GET, HEAD\r\n"));
         assert_eq!(body, b"method not allowed\n");
-        let resp = exchange(addr, b"hello there\r\n");
-        assert!(resp.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        // Anything that is not an HTTP request line: the raw document.
+        for junk in [
+            &b"hello there\r\n"[..],
+            b"stats\r\n",
+            b"\n",
+            b"\x16\x03\x01\x00",
+        ] {
+            check_json(&exchange(addr, junk), &snap);
+        }
+        // Unknown paths: 404, and HEAD of one without a body.
+        let resp = exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n");
+        let (head, body) = split_http(&resp);
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert_eq!(body, b"not found\n");
+        let resp = exchange(addr, b"HEAD /nope HTTP/1.1\r\n\r\n");
+        let (head, body) = split_http(&resp);
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert!(body.is_empty());
+        // `/stats` is the JSON too.
+        let (_, body) = split_http(&exchange(addr, b"GET /stats HTTP/1.0\r\n\r\n"));
+        check_json(&body, &snap);
 
         // HEAD: headers only, Content-Length of the would-be body.
         let resp = exchange(addr, b"HEAD / HTTP/1.0\r\n\r\n");
@@ -1437,7 +1618,7 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(body.is_empty());
 
-        // (4) A second instance cannot share the port (SPEC 0).
+        // (4) A second instance cannot share the port (docs/compatibility.md §13).
         let port = addr.port();
         let err = StatsServer::start("127.0.0.1", port, 50, Snapshot::default())
             .err()

@@ -184,10 +184,7 @@ impl Context {
             }
             block.push(step);
         }
-        if let Some(m) = self.msgs.get_mut(mid) {
-            self.mbufs.push_bytes(b"*1\r\n$4\r\nEXEC\r\n", &mut m.req);
-            m.req_len = 14;
-        }
+        self.set_request(mid, b"*1\r\n$4\r\nEXEC\r\n");
         block.push(mid);
         for &b in &block {
             if let Some(m) = self.msgs.get_mut(b) {

@@ -1,4 +1,4 @@
-//! The command line of the built binary, byte for byte (SPEC 1.1 - 1.6):
+//! The command line of the built binary, byte for byte (docs/compatibility.md §2.1-§2.6):
 //! every flag, every option error with the usage text and exit 1, the
 //! version / help / describe texts, and `-t` on good and bad files (the
 //! reason printed once, with its line).
@@ -57,7 +57,25 @@ fn expect_usage_error(args: &[&str], message: &str) {
 
 #[test]
 fn version_flag() {
-    assert!(version_block().starts_with("This is nutcracker-0."));
+    // Our own number, never below 0.6.0: scripts compare it with 0.5.0's to
+    // gate features.
+    let out = run(&["-V"]);
+    let text = stderr_text(&out);
+    let number = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("This is nutcracker-"))
+        .unwrap_or_else(|| panic!("not the 0.5.0 form: {text:?}"));
+    let parts: Vec<u32> = number
+        .split('.')
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|_| panic!("bad version {number:?}"))
+        })
+        .collect();
+    assert_eq!(parts.len(), 3, "X.Y.Z: {number:?}");
+    assert!(parts >= vec![0, 6, 0], "version {number} is below 0.6.0");
+    assert_eq!(number, env!("CARGO_PKG_VERSION"));
     expect(&["-V"], 0, &version_block());
     expect(&["--version"], 0, &version_block());
     expect(&["--vers"], 0, &version_block());
@@ -236,7 +254,7 @@ fn test_conf_missing_file() {
 const POOL_HEAD: &str = "alpha:\n  listen: 127.0.0.1:22121\n";
 const ONE_SERVER: &str = "  servers:\n   - 127.0.0.1:6379:1\n";
 
-/// (config text, expected reason, line the reason names). Covers SPEC 3.6.
+/// (config text, expected reason, line the reason names). Covers docs/compatibility.md §4.6.
 fn bad_configs() -> Vec<(String, &'static str, Option<usize>)> {
     let with = |extra: &str| format!("{POOL_HEAD}{extra}{ONE_SERVER}");
     let servers = |line: &str| format!("{POOL_HEAD}  servers:\n   - {line}\n");

@@ -1,4 +1,4 @@
-//! The running daemon shell (SPEC 1.7, 2.3, 2.4 and the SPEC 0 changes):
+//! The running daemon shell (docs/compatibility.md §2.7, §3.3, §3.4 and the docs/compatibility.md §13 changes):
 //! `-d` with its pid file, SIGTERM / SIGINT clean exits, SIGHUP log reopen,
 //! SIGTTIN / SIGTTOU level changes, the start-up failure paths, and the SysV
 //! init script driving the binary.
@@ -245,6 +245,59 @@ fn sigttou_at_level_zero_changes_nothing() {
     child.signal(libc::SIGTERM);
     assert_eq!(child.wait_exit(WAIT).and_then(|st| st.code()), Some(0));
     assert_eq!(count(&read(&s.log), "down log level to"), 0);
+}
+
+/// twemproxy's own `test_signal`: HUP, TTIN, TTOU and SEGV each leave their
+/// name in the log. SEGV logs the 0.5.0 line (written from the handler,
+/// hence the dotted prefix instead of a time) and the process then dies by
+/// SIGSEGV itself, not by an exit.
+#[test]
+fn sigsegv_is_logged_and_kills_by_the_signal() {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    let s = Setup::new("segv");
+    let mut cmd = Command::new(bin());
+    cmd.args(s.args())
+        .current_dir(s.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; between fork and exec it only
+    // keeps the dying child from writing a core file into the test's dir.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = ChildGuard::new(cmd.spawn().expect("spawn nutcracker"));
+    wait_for_text(&s.log, START_LINE_TAIL);
+    for (sig, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+    ] {
+        child.signal(sig);
+        wait_for_text(&s.log, &format!("({name}) received"));
+    }
+    child.signal(libc::SIGSEGV);
+    let status = child.wait_exit(WAIT).expect("exit after SIGSEGV");
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
+    let log = read(&s.log);
+    assert_eq!(
+        count(
+            &log,
+            "\n[.......................] signal 11 (SIGSEGV) received, core dumping\n"
+        ),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains(DONE), "no orderly exit: {log}");
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Fault injection end to end: the built `nutcracker` in front of backends
 //! that refuse, die, hang, cut replies short, talk nonsense or cannot be
-//! resolved (SPEC sections 0, 4.6, 6.6, 8, 9 and 11).
+//! resolved (docs/compatibility.md §13, §5.6, §7.6, §9, §10 and §12).
 //!
 //! Each test starts its own backends and proxy on loopback (see `support`),
 //! breaks one backend on purpose (a port nobody listens on, SIGKILL,
 //! SIGSTOP, or a fake backend thread in this file speaking just enough RESP
 //! to misbehave), and checks three things: the client gets the error reply
-//! SPEC 8.1 names (never a hang), the proxy keeps serving everything else,
+//! docs/compatibility.md §9.1 names (never a hang), the proxy keeps serving everything else,
 //! and once things settle nothing leaked (open fds of the proxy, mbuf chunks
 //! in use, current connections all back to the baseline measured before).
 //!
@@ -405,7 +405,7 @@ fn keys_on(proxy: &Proxy, backend: &Redis, candidates: &[String]) -> Vec<String>
 }
 
 // ---------------------------------------------------------------------------
-// Refused connections and ejection (SPEC 4.6, 8.1, 8.3)
+// Refused connections and ejection (docs/compatibility.md §5.6, §9.1, §9.3)
 
 /// A server whose port has nothing listening: its keys get `-ERR
 /// Connection refused`, the other server's keys are served, and once a
@@ -457,7 +457,7 @@ fn refused_connect_then_backend_started() {
     drop(revived);
 }
 
-/// SPEC 8.3 with `server_failure_limit: 2`, `server_retry_timeout: 1000`:
+/// docs/compatibility.md §9.3 with `server_failure_limit: 2`, `server_retry_timeout: 1000`:
 /// two refused requests eject the dead server, the third is rerouted to
 /// the survivor; after the retry time the dead server is tried again (two
 /// more errors, a second ejection). Without `auto_eject_hosts` the keys
@@ -547,7 +547,7 @@ fn ejection_after_failure_limit_and_retry() {
 }
 
 // ---------------------------------------------------------------------------
-// Killed and hung backends (SPEC 8.2, 11)
+// Killed and hung backends (docs/compatibility.md §9.2, §12)
 
 /// Two live backends behind one proxy, with keys known to live on each.
 struct Pair {
@@ -801,7 +801,7 @@ fn keys_on_a(pair: &Pair, n: usize) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------
-// Misbehaving backends (SPEC 6.6, 8.1)
+// Misbehaving backends (docs/compatibility.md §7.6, §9.1)
 
 /// A pool over a fake backend and a real redis, with a key known to route
 /// to each (found through a probe proxy, so ejection settings of the
@@ -894,7 +894,7 @@ fn backend_accepts_and_closes() {
 }
 
 /// A backend that closes after reading a request (EOF, no reset): the
-/// request fails with `-ERR unknown` (SPEC 8.1, 11).
+/// request fails with `-ERR unknown` (docs/compatibility.md §9.1, §12).
 #[test]
 fn backend_closes_without_replying() {
     let mut fp = FakePair::start(Fake::ReadClose, &[]);
@@ -902,7 +902,7 @@ fn backend_closes_without_replying() {
     for _ in 0..3 {
         assert_eq!(fp.fail_then_healthy(), "ERR unknown");
     }
-    // Fragments fail the same way, with the same reason (SPEC 6.4).
+    // Fragments fail the same way, with the same reason (docs/compatibility.md §7.4).
     let mut c = fp.proxy.raw();
     let (fake, live) = (fp.fake_key.as_str(), fp.live_key.as_str());
     for args in [["MGET", live, fake], ["DEL", fake, live]] {
@@ -927,7 +927,7 @@ fn backend_sends_garbage() {
     }
 }
 
-/// `-LOADING` is a transient server failure (SPEC 6.6): the request gets
+/// `-LOADING` is a transient server failure (docs/compatibility.md §7.6): the request gets
 /// `-ERR Invalid argument`, not the backend's text, and with
 /// `auto_eject_hosts` it counts a failure (limit 1: ejected at once, so the
 /// next request for that key is rerouted to the live server).
@@ -986,11 +986,11 @@ fn unresolvable_host_name() {
 }
 
 // ---------------------------------------------------------------------------
-// Fragmented commands (SPEC 0, 6.4, 7.2)
+// Fragmented commands (docs/compatibility.md §13, §7.4, §8.2)
 
 /// MGET, MSET, DEL, UNLINK, TOUCH and EXISTS over a live and a dead server:
 /// one `-ERR Connection refused` for the whole command, the connection
-/// stays usable (section 0: better than 0.5.0's close after MGET), and
+/// stays usable (docs/compatibility.md §13: better than 0.5.0's close after MGET), and
 /// nothing leaks.
 #[test]
 fn fragmented_command_with_dead_server() {
@@ -1104,7 +1104,7 @@ fn memcache_multiget_with_dead_server() {
 }
 
 // ---------------------------------------------------------------------------
-// Misbehaving clients (SPEC 11)
+// Misbehaving clients (docs/compatibility.md §12)
 
 /// Half a request and then silence: other clients are served meanwhile,
 /// and once the client goes away (EOF or reset) nothing is left behind.

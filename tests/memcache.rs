@@ -1,10 +1,10 @@
 //! Memcached proxying end to end: the built `nutcracker` in front of real
-//! `memcached` backends (SPEC sections 0, 7, 8 and 10.2).
+//! `memcached` backends (docs/compatibility.md §13, §8, §9 and §11.2).
 //!
 //! Each test starts its own backends and proxy on free loopback ports (see
 //! `support`) and talks ASCII protocol over raw sockets, comparing whole
 //! replies byte for byte. Expected bytes are memcached's own answers,
-//! except where section 0 says we do better than nutcracker 0.5.0: a
+//! except where docs/compatibility.md §13 says we do better than nutcracker 0.5.0: a
 //! protocol error gets memcached's `ERROR` / `CLIENT_ERROR ...` before the
 //! close (after the replies owed to earlier pipelined requests), multi-get
 //! values come back in request order even with misses, and a failed
@@ -286,7 +286,7 @@ fn keys(prefix: &str, n: usize) -> Vec<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------
-// Every command (SPEC 7.1)
+// Every command (docs/compatibility.md §8.1)
 
 #[test]
 fn storage_commands() {
@@ -623,7 +623,7 @@ fn noreply_does_not_stall_pipeline() {
 }
 
 // ---------------------------------------------------------------------------
-// Values near memcached's 1 MiB item limit (SPEC 10.1: not limited by -m)
+// Values near memcached's 1 MiB item limit (docs/compatibility.md §11.1: not limited by -m)
 
 fn large_values(args: &[&str]) {
     let cl = Cluster::start(4, &[], args, &[]);
@@ -687,7 +687,7 @@ fn large_values_default_mbufs() {
 }
 
 // ---------------------------------------------------------------------------
-// Multi-get (SPEC 7.2, with section 0's request order)
+// Multi-get (docs/compatibility.md §8.2, with §13's request order)
 
 #[test]
 fn multiget_1000_keys_in_request_order() {
@@ -834,7 +834,7 @@ fn pipelined_get_set_delete_mix() {
 }
 
 // ---------------------------------------------------------------------------
-// Malformed requests (SPEC 7.1 and section 0: reply, then close)
+// Malformed requests (docs/compatibility.md §8.1 and §13: reply, then close)
 
 #[test]
 fn malformed_requests_reply_then_close() {
@@ -968,7 +968,7 @@ fn request_split_into_single_bytes() {
 }
 
 // ---------------------------------------------------------------------------
-// Placement (SPEC 4)
+// Placement (docs/compatibility.md §5)
 
 #[test]
 fn each_key_lands_on_exactly_one_backend() {
@@ -1000,7 +1000,7 @@ fn each_key_lands_on_exactly_one_backend() {
 }
 
 // ---------------------------------------------------------------------------
-// Failures (SPEC 8 and section 0: a failed fragment fails only its command)
+// Failures (docs/compatibility.md §9 and §13: a failed fragment fails only its command)
 
 #[test]
 fn failed_multiget_fragment_keeps_connection() {
@@ -1016,7 +1016,7 @@ fn failed_multiget_fragment_keeps_connection() {
     let used: BTreeSet<usize> = homes.iter().copied().collect();
     assert_eq!(used.len(), 4, "40 keys not on all 4 backends: {used:?}");
 
-    // `version` goes to the server of the key `placeholder` (SPEC 7.1).
+    // `version` goes to the server of the key `placeholder` (docs/compatibility.md §8.1).
     conv(&mut c, b"set placeholder 0 0 1\r\np\r\n", b"STORED\r\n");
     let version_home = cl.home(b"placeholder");
     c.send(b"version\r\n");

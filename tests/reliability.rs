@@ -9,7 +9,7 @@
 //! Memory is read from `/proc/<pid>/status` (VmRSS) and descriptors from
 //! `/proc/<pid>/fd`; connection and mbuf figures from the stats port,
 //! refreshed every 100 ms (`-i 100`). The proxy never gives mbuf chunks back
-//! to the system (SPEC 10.1), so RSS is compared with bounds, never expected
+//! to the system (docs/compatibility.md §11.1), so RSS is compared with bounds, never expected
 //! to shrink; "back to baseline" is checked on chunks in use instead.
 
 mod support;
@@ -749,7 +749,7 @@ fn open_file_limit_turns_clients_away_and_recovers() {
     let r = Redis::start();
     let nofile = 64;
     let p = LimitedProxy::start(nofile, &r);
-    // SPEC 10.2: soft limit - 32 - (server_connections x servers + 1).
+    // docs/compatibility.md §11.2: soft limit - 32 - (server_connections x servers + 1).
     let limit = nofile as usize - 32 - 2;
     let addr = SocketAddr::from(([127, 0, 0, 1], p.port));
     let connect = || TcpStream::connect_timeout(&addr, WAIT).expect("connect");

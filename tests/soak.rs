@@ -457,7 +457,7 @@ fn redis_op(c: &mut Client, rng: &mut Rng) -> Result<Outcome, String> {
 }
 
 /// Reads a memcached retrieval reply for `keys` (in order, each at most
-/// once, as SPEC 0 promises) and checks every value.
+/// once, as docs/compatibility.md §13 promises) and checks every value.
 fn mc_values(c: &mut Client, keys: &[Vec<u8>]) -> Result<Outcome, String> {
     let mut next = 0usize;
     let mut n = 0;

@@ -1,15 +1,15 @@
-//! The stats port end to end (SPEC 0, 9, 10.1): the built `nutcracker`
+//! The stats port end to end (docs/compatibility.md §13, §10, §11.1): the built `nutcracker`
 //! run with `-i 100` in front of real `redis-server` / `memcached`
 //! backends, its stats port read the three ways a user can read it (a raw
 //! connection, HTTP `GET /`, HTTP `GET /metrics`).
 //!
 //! The JSON document is checked with a small strict parser of the C
-//! binary's layout (SPEC 9.3: `"key":value, ` scalars, `"name": {`
+//! binary's layout (docs/compatibility.md §10.3: `"key":value, ` scalars, `"name": {`
 //! objects, `},` closes, `}\n` at the end), so a spacing slip fails every
 //! test, and with a byte-exact comparison for a document before traffic.
 //! Counters are checked against exact figures computed from the bytes the
 //! test itself sent and received. Figures lag the traffic by up to a couple
-//! of intervals (SPEC 9.4), so every check polls the stats port until the
+//! of intervals (docs/compatibility.md §10.4), so every check polls the stats port until the
 //! expected state shows up (bounded by the harness's `WAIT`) and then
 //! asserts the whole state at once.
 
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
-/// Pool metrics in SPEC 9.2 order.
+/// Pool metrics in docs/compatibility.md §10.2 order.
 const POOL_METRICS: [&str; 6] = [
     "client_eof",
     "client_err",
@@ -31,7 +31,7 @@ const POOL_METRICS: [&str; 6] = [
     "fragments",
 ];
 
-/// Server metrics in SPEC 9.2 order.
+/// Server metrics in docs/compatibility.md §10.2 order.
 const SERVER_METRICS: [&str; 13] = [
     "server_eof",
     "server_err",
@@ -48,7 +48,35 @@ const SERVER_METRICS: [&str; 13] = [
     "out_queue_bytes",
 ];
 
-/// The header keys of SPEC 9.3, then our mbuf scalars.
+/// The Prometheus family of each pool metric, in [`POOL_METRICS`] order.
+const POOL_PROM: [&str; 6] = [
+    "nutcracker_pool_client_eof_total",
+    "nutcracker_pool_client_err_total",
+    "nutcracker_pool_client_connections",
+    "nutcracker_pool_server_ejects_total",
+    "nutcracker_pool_forward_error_total",
+    "nutcracker_pool_fragments_total",
+];
+
+/// The Prometheus family of each server metric, in [`SERVER_METRICS`]
+/// order; `ejected_at` is in seconds there, usec in the JSON.
+const SERVER_PROM: [&str; 13] = [
+    "nutcracker_server_eof_total",
+    "nutcracker_server_err_total",
+    "nutcracker_server_timedout_total",
+    "nutcracker_server_connections",
+    "nutcracker_server_ejected_at_seconds",
+    "nutcracker_server_requests_total",
+    "nutcracker_server_request_bytes_total",
+    "nutcracker_server_responses_total",
+    "nutcracker_server_response_bytes_total",
+    "nutcracker_server_in_queue",
+    "nutcracker_server_in_queue_bytes",
+    "nutcracker_server_out_queue",
+    "nutcracker_server_out_queue_bytes",
+];
+
+/// The header keys of docs/compatibility.md §10.3, then our mbuf scalars.
 const HEADER: [&str; 7] = [
     "service",
     "source",
@@ -267,7 +295,7 @@ fn obj_num(entries: &[(String, Val)], m: &str) -> i64 {
     }
 }
 
-/// Asserts the key order and value kinds of SPEC 9.3 (plus the mbuf
+/// Asserts the key order and value kinds of docs/compatibility.md §10.3 (plus the mbuf
 /// scalars): `pools` lists each pool's name and its servers' names in the
 /// order they must appear.
 fn assert_layout(doc: &Doc, pools: &[(&str, &[&str])]) {
@@ -445,7 +473,7 @@ fn assert_queues_idle(d: &Doc, pool: &str, servers: &[&str]) {
 }
 
 /// The n-th test key. Keys differ in their first bytes: the default hash
-/// (fnv1a_64, SPEC 5.7) multiplies by a tiny prime, so keys that differ
+/// (fnv1a_64, docs/compatibility.md §6.6) multiplies by a tiny prime, so keys that differ
 /// only at the end (`key:1`, `key:2`, ...) hash close together and all
 /// land on one server.
 fn spread_key(n: u32) -> String {
@@ -499,7 +527,7 @@ fn keys_by_server(
 
 /// Before any traffic the document is all zeros, the only connections are
 /// the listeners, and the layout is byte-exact: pools and servers sorted by
-/// name, length first (SPEC 3.5), metrics in table order.
+/// name, length first (docs/compatibility.md §4.5), metrics in table order.
 #[test]
 fn layout_before_traffic_is_exact() {
     // Nothing listens on these servers: without traffic (and without
@@ -529,7 +557,7 @@ fn layout_before_traffic_is_exact() {
     let expected_order: [(&str, &[&str]); 3] = [
         ("b", &["a", "bb"]),
         ("zz", &["127.0.0.1:9", "127.0.0.1:10", "127.0.0.1:100"]),
-        // Port 11211 drops out of the name (SPEC 3.4), so it sorts first.
+        // Port 11211 drops out of the name (docs/compatibility.md §4.4), so it sorts first.
         ("aaa", &["127.0.0.1", "127.0.0.1:6"]),
     ];
     assert_layout(&d, &expected_order);
@@ -542,7 +570,7 @@ fn layout_before_traffic_is_exact() {
         "timestamp {ts}, started at {before}"
     );
 
-    // The whole document, written from the SPEC 9.3 rules.
+    // The whole document, written from the docs/compatibility.md §10.3 rules.
     let zeros = |names: &[&str]| -> String {
         names
             .iter()
@@ -567,7 +595,7 @@ fn layout_before_traffic_is_exact() {
     let want = format!(
         "{{\"service\":\"nutcracker\", \"source\":\"{}\", \"version\":\"{}\", \"uptime\":{uptime}, \
          \"timestamp\":{ts}, \"total_connections\":3, \"curr_connections\":3, \
-         \"mbuf_chunk_size\":1024, \"mbuf_allocated\":0, \"mbuf_free\":0, \"mbuf_bytes\":0, {}}}\n",
+         \"reloads\":0, \"reload_failures\":0, \"mbuf_chunk_size\":1024, \"mbuf_allocated\":0, \"mbuf_free\":0, \"mbuf_bytes\":0, {}}}\n",
         hostname(),
         env!("CARGO_PKG_VERSION"),
         pools_text.join(",")
@@ -611,6 +639,116 @@ fn silent_connection_gets_json_then_eof() {
     );
     // A document with one pool and servers ends with three braces.
     assert!(text.ends_with("\"out_queue_bytes\":0}}}\n"), "{text}");
+}
+
+/// Whatever a client sends that is not an HTTP request line, it gets the
+/// raw document and EOF, as from the C binary, which reads nothing:
+/// `echo stats | nc host 22222` works (docs/compatibility.md §10.1).
+#[test]
+fn non_http_input_gets_the_raw_document() {
+    let p = start(&[PoolConf::new("alpha", true).server("127.0.0.1:9:1")], &[]);
+    let cases: [(&str, &[u8], bool); 6] = [
+        ("echo stats | nc", b"stats\n", false),
+        ("stats with CRLF", b"stats\r\n", false),
+        ("a bare newline", b"\n", false),
+        ("binary junk", b"\x16\x03\x01\x02\x00\xff\xfe", false),
+        // No newline and no half-close: answered after the quiet time.
+        ("stats, connection left open", b"stats", true),
+        ("a TLS hello, connection left open", b"\x16\x03\x01", true),
+    ];
+    for (what, bytes, keep_open) in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", p.stats_port())).expect("connect stats");
+        s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+        s.write_all(bytes).expect("send");
+        if !keep_open {
+            s.shutdown(Shutdown::Write).expect("shutdown");
+        }
+        let mut v = Vec::new();
+        s.read_to_end(&mut v)
+            .unwrap_or_else(|e| panic!("{what}: reading to EOF: {e}"));
+        let text = String::from_utf8(v).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let d = Doc::parse(&text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+        assert_layout(&d, &[("alpha", &["127.0.0.1:9"])]);
+    }
+    // Over HTTP an unknown path is a 404; `/stats` is the JSON.
+    let (status, _, body) = http(p.stats_port(), "GET /favicon.ico HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(body, b"not found\n");
+    let (status, headers, body) = http(p.stats_port(), "GET /stats HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let body = String::from_utf8(body).expect("UTF-8 body");
+    Doc::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+}
+
+/// The rule of docs/compatibility.md for fields 0.5.0 did not have: they
+/// are scalars, and at each level they come only after the 0.5.0 fields,
+/// which keep their 0.5.0 order (top level: after `curr_connections`; in a
+/// pool: after the pool counters, before the server objects; in a server:
+/// after `out_queue_bytes`). Checked on the key order of a live dump with
+/// traffic on two pools, without assuming which extras exist.
+#[test]
+fn extra_fields_only_follow_the_0_5_0_fields() {
+    let r = Redis::start();
+    let m = Memcached::start();
+    let mut mc = PoolConf::memcache(&[&m]);
+    mc.name = "beta".to_string();
+    let p = start(&[PoolConf::redis(&[&r]), mc], &[]);
+    let mut c = p.raw();
+    assert_eq!(c.call(&["SET", "k", "v"]), Resp::ok());
+    let d = wait_doc(&p, "the SET", |d| {
+        d.sm("alpha", &r.addr(), "responses") == 1
+    });
+
+    /// Checks one level: `c_fields` first, in order, then scalars only, then
+    /// (if `objects_allowed`) objects only. Returns the objects.
+    fn level<'a>(
+        what: &str,
+        entries: &'a [(String, Val)],
+        c_fields: &[&str],
+        objects_allowed: bool,
+    ) -> Vec<(&'a str, &'a [(String, Val)])> {
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            keys.len() >= c_fields.len() && keys[..c_fields.len()] == *c_fields,
+            "{what}: the 0.5.0 fields do not come first, in order: {keys:?}"
+        );
+        let mut objects = Vec::new();
+        for (k, v) in &entries[c_fields.len()..] {
+            match v {
+                Val::Obj(o) => {
+                    assert!(objects_allowed, "{what}: object {k} where none belongs");
+                    objects.push((k.as_str(), o.as_slice()));
+                }
+                _ => assert!(
+                    objects.is_empty(),
+                    "{what}: extra scalar {k} after an object: {keys:?}"
+                ),
+            }
+        }
+        objects
+    }
+
+    let pools = level("top level", &d.items, &HEADER, true);
+    let names: Vec<&str> = pools.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        ["beta", "alpha"],
+        "pools sorted by name, length first"
+    );
+    for (pool, entries) in pools {
+        let servers = level(pool, entries, &POOL_METRICS, true);
+        assert_eq!(servers.len(), 1, "{pool}");
+        for (server, entries) in servers {
+            level(&format!("{pool}/{server}"), entries, &SERVER_METRICS, false);
+        }
+    }
+    // The extras this build has are where the rule puts them.
+    let top: Vec<&str> = d.items.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        top[HEADER.len()..HEADER.len() + EXTRA_KEYS.len()],
+        EXTRA_KEYS
+    );
 }
 
 /// Known traffic on a two-server redis pool gives exact counters, gauges
@@ -725,7 +863,7 @@ fn redis_traffic_counts_exactly() {
     assert_eq!(d.num("curr_connections"), 6);
     assert_eq!(d.num("total_connections"), 6);
     let mut bad = p.raw();
-    // Broken framing: an error reply, then the proxy closes (SPEC 0).
+    // Broken framing: an error reply, then the proxy closes (docs/compatibility.md §13).
     bad.send(b"*1\r\n!oops\r\n");
     assert!(bad.recv_reply().is_error());
     bad.expect_eof();
@@ -942,18 +1080,20 @@ fn http_json_and_prometheus() {
     let ctype = header(&headers, "content-type").unwrap_or_default();
     assert!(ctype.starts_with("text/plain"), "{ctype}");
     let text = String::from_utf8(body).expect("UTF-8 metrics");
-    for m in SERVER_METRICS {
-        let series = format!("nutcracker_server_{m}{{pool=\"alpha\",server=\"{name}\"}}");
+    for (m, family) in SERVER_METRICS.iter().zip(SERVER_PROM) {
+        let series = format!("{family}{{pool=\"alpha\",server=\"{name}\"}}");
+        // No ejection here, so `ejected_at` is 0 in either unit.
         assert_eq!(
             prom_value(&text, &series),
             raw.sm("alpha", &name, m),
             "{series}"
         );
     }
-    let requests = format!("nutcracker_server_requests{{pool=\"alpha\",server=\"{name}\"}} 3\n");
+    let requests =
+        format!("nutcracker_server_requests_total{{pool=\"alpha\",server=\"{name}\"}} 3\n");
     assert!(text.contains(&requests), "no {requests:?} in:\n{text}");
-    for m in POOL_METRICS {
-        let series = format!("nutcracker_pool_{m}{{pool=\"alpha\"}}");
+    for (m, family) in POOL_METRICS.iter().zip(POOL_PROM) {
+        let series = format!("{family}{{pool=\"alpha\"}}");
         assert_eq!(prom_value(&text, &series), raw.pm("alpha", m), "{series}");
     }
     assert_eq!(
@@ -961,9 +1101,110 @@ fn http_json_and_prometheus() {
         raw.num("curr_connections")
     );
     assert_eq!(
-        prom_value(&text, "nutcracker_mbuf_chunk_size"),
+        prom_value(&text, "nutcracker_connections_total"),
+        raw.num("total_connections")
+    );
+    assert_eq!(
+        prom_value(&text, "nutcracker_mbuf_chunk_size_bytes"),
         raw.num("mbuf_chunk_size")
     );
+}
+
+/// The live `/metrics` text from a proxy that has served some traffic and
+/// seen an ejection (so every family has a non-trivial sample).
+fn live_metrics() -> (String, Proxy, Redis) {
+    let r = Redis::start();
+    let dead = RefusingPort::new();
+    let p = start(
+        &[PoolConf::redis(&[&r])
+            .server(&format!("127.0.0.1:{}:1 dead", dead.port))
+            .opt("auto_eject_hosts", "true")
+            .opt("server_failure_limit", "1")
+            .opt("server_retry_timeout", "60000")],
+        &[],
+    );
+    let mut c = p.raw();
+    // Until one lands on the dead server and ejects it.
+    for n in 0..200 {
+        if c.call(&["SET", &spread_key(n), "v"]).is_error() {
+            break;
+        }
+    }
+    wait_doc(&p, "the ejection", |d| d.pm("alpha", "server_ejects") >= 1);
+    let (status, _, body) = http(p.stats_port(), "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    drop(dead);
+    (String::from_utf8(body).expect("UTF-8 metrics"), p, r)
+}
+
+/// The exposition conventions, checked without promtool: every counter's
+/// name ends in `_total` (and only a counter's), units in base units, and
+/// HELP texts are prose, not the `# ` shorthand of `-D`.
+#[test]
+fn metrics_follow_prometheus_conventions() {
+    let (text, _p, _r) = live_metrics();
+    let mut counters = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("name and type");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            counters += usize::from(kind == "counter");
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (_, help) = rest.split_once(' ').expect("name and help");
+            assert!(!help.trim().is_empty(), "{line}");
+            assert!(!help.starts_with('#'), "HELP copied from -D: {line}");
+        }
+    }
+    assert_eq!(counters, 1 + 2 + 5 + 7, "{text}");
+    let stamp = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nutcracker_server_ejected_at_seconds{pool=\"alpha\",server=\"dead\"} ")
+        })
+        .unwrap_or_else(|| panic!("no ejected_at sample for dead in:\n{text}"));
+    let secs: f64 = stamp.parse().expect("seconds");
+    let now = now_us() as f64 / 1e6;
+    assert!((now - secs).abs() < 60.0, "ejected at {secs}, now {now}");
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) finds nothing
+/// to complain about in the live text; skipped where it is not installed.
+#[test]
+fn promtool_accepts_the_metrics() {
+    let promtool = || {
+        let mut cmd = Command::new("promtool");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    match promtool().arg("--version").output() {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "SKIPPED promtool_accepts_the_metrics: promtool is not installed \
+                 (Debian: apt-get install prometheus)"
+            );
+            return;
+        }
+        Err(e) => panic!("running promtool: {e}"),
+    }
+    let (text, _p, _r) = live_metrics();
+    let mut child = promtool()
+        .args(["check", "metrics"])
+        .spawn()
+        .expect("spawn promtool");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().expect("promtool output");
+    writer.join().expect("writer").expect("feed promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {report}");
+    assert!(report.trim().is_empty(), "promtool warnings:\n{report}");
 }
 
 /// mbuf profiling: a 1 MiB value through `-m 16384` needs at least 64
@@ -1015,7 +1256,7 @@ fn mbuf_figures_track_a_large_value() {
     assert_eq!(d.num("mbuf_bytes"), allocated * 16384);
 }
 
-/// Our stats socket has no SO_REUSEPORT (SPEC 0): a second instance on a
+/// Our stats socket has no SO_REUSEPORT (docs/compatibility.md §13): a second instance on a
 /// busy stats port fails to start, exits 1 and says why, and the first
 /// keeps serving.
 #[test]

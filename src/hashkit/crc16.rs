@@ -1,6 +1,6 @@
 //! `crc16`: the CRC-16/XMODEM table driven through a 32-bit register that is
 //! never masked, so the result keeps the shifted-out bits above bit 15
-//! (SPEC 5.3).
+//! (docs/compatibility.md §6.3).
 
 /// CRC-16/CCITT (XMODEM) byte table, polynomial 0x1021, non-reflected.
 const TABLE: [u32; 256] = build_table();

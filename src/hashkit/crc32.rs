@@ -1,5 +1,5 @@
 //! `crc32a` (standard CRC-32, as zlib) and `crc32` (libmemcached's variant:
-//! 15 bits of it), SPEC 5.4 and 5.5.
+//! 15 bits of it), docs/compatibility.md §6.4 and §6.5.
 
 pub(crate) fn crc32a(key: &[u8]) -> u32 {
     crc32fast::hash(key)

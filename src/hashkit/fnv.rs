@@ -1,4 +1,4 @@
-//! The four FNV variants (SPEC 5.6-5.9), all with bytes widened as signed
+//! The four FNV variants (docs/compatibility.md §6.6-§6.7), all with bytes widened as signed
 //! chars. The `_64` ones only ever produce the low 32 bits, so they run in
 //! 32 bits with the low halves of the 64-bit constants; `fnv1a_64` (the
 //! default hash) is therefore not a truncated FNV-1a-64 over the same input.

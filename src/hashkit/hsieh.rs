@@ -1,4 +1,4 @@
-//! `hsieh`: Paul Hsieh's SuperFastHash (SPEC 5.10). The third byte of a
+//! `hsieh`: Paul Hsieh's SuperFastHash (docs/compatibility.md §6.8). The third byte of a
 //! 3-byte tail is widened as a signed char; every other byte is unsigned.
 
 use super::sx;

@@ -1,5 +1,5 @@
 //! `jenkins`: Bob Jenkins' lookup3 `hashlittle` with initval 13
-//! (SPEC 5.12). Byte order is fixed little-endian, so the result does not
+//! (docs/compatibility.md §6.10). Byte order is fixed little-endian, so the result does not
 //! depend on the key's alignment as the C fast paths might suggest.
 
 fn le32(p: &[u8], i: usize) -> u32 {

@@ -1,4 +1,4 @@
-//! The ketama continuum (SPEC 4.3): each live server owns `4 * k` points on
+//! The ketama continuum (docs/compatibility.md §5.3): each live server owns `4 * k` points on
 //! a 32-bit circle, derived from MD5 digests of `name-i`; a hash goes to the
 //! owner of the first point at or after it, wrapping to the lowest point.
 //!

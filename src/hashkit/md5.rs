@@ -1,5 +1,5 @@
-//! `md5`: the first little-endian word of the key's MD5 digest (SPEC 5.2).
-//! The full digest is also what ketama derives its points from (SPEC 4.3).
+//! `md5`: the first little-endian word of the key's MD5 digest (docs/compatibility.md §6.2).
+//! The full digest is also what ketama derives its points from (docs/compatibility.md §5.3).
 
 use ::md5::{Digest, Md5};
 

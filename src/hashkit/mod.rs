@@ -1,7 +1,7 @@
 //! Key placement: the twelve hash functions of nutcracker 0.5.0 and the
 //! three distributions (ketama, modula, random) that map a hash to a server.
 //!
-//! Placement must match the C binary bit for bit (SPEC sections 4 and 5):
+//! Placement must match the C binary bit for bit (docs/compatibility.md §5 and §6):
 //! users' caches go cold otherwise. A request key flows through
 //! [`key_hash`] (hash-tag reduction, empty key -> 0, then [`HashKind::hash`])
 //! into [`Selector::dispatch`], which looks the hash up in the pool's table;
@@ -143,7 +143,7 @@ impl Distribution {
     }
 }
 
-/// The bytes that get hashed (SPEC 4.1 step 2): with tag `a b`, the bytes
+/// The bytes that get hashed (docs/compatibility.md §5.1): with tag `a b`, the bytes
 /// strictly between the first `a` and the first `b` after it, when there is
 /// at least one; otherwise the whole key.
 pub fn hash_tag_slice(hash_tag: Option<[u8; 2]>, key: &[u8]) -> &[u8] {
@@ -160,7 +160,7 @@ pub fn hash_tag_slice(hash_tag: Option<[u8; 2]>, key: &[u8]) -> &[u8] {
     }
 }
 
-/// SPEC 4.1 steps 2-4: hash-tag reduction, then 0 for an empty (reduced)
+/// docs/compatibility.md §5.1: hash-tag reduction, then 0 for an empty (reduced)
 /// key, else `kind.hash()`. Does not apply the one-server rule ([`select`]
 /// does).
 pub fn key_hash(kind: HashKind, hash_tag: Option<[u8; 2]>, key: &[u8]) -> u32 {
@@ -176,7 +176,7 @@ pub fn key_hash(kind: HashKind, hash_tag: Option<[u8; 2]>, key: &[u8]) -> u32 {
 /// name order, which is nutcracker's index order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSpec<'a> {
-    /// The ketama name (SPEC 3.4 step 5).
+    /// The ketama name (docs/compatibility.md §4.4).
     pub name: &'a [u8],
     pub weight: u32,
     pub live: bool,
@@ -194,7 +194,7 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// Builds the table from the live servers (SPEC 4.3-4.5). With no live
+    /// Builds the table from the live servers (docs/compatibility.md §5.3-§5.5). With no live
     /// server the table is empty; nutcracker then keeps using the previous
     /// table, which is the caller's business.
     pub fn build(dist: Distribution, servers: &[ServerSpec]) -> Selector {

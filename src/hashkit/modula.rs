@@ -1,4 +1,4 @@
-//! The modula table (SPEC 4.4): each live server, in sorted order, fills
+//! The modula table (docs/compatibility.md §5.4): each live server, in sorted order, fills
 //! `weight` consecutive slots; a hash picks slot `hash % slots`.
 
 use super::ServerSpec;

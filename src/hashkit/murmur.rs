@@ -1,5 +1,5 @@
 //! `murmur`: MurmurHash2 with a seed derived from the key length
-//! (SPEC 5.11). All bytes unsigned.
+//! (docs/compatibility.md §6.9). All bytes unsigned.
 
 const M: u32 = 0x5BD1_E995;
 

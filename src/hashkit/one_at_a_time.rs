@@ -1,5 +1,5 @@
 //! `one_at_a_time`: Bob Jenkins' one-at-a-time hash as nutcracker 0.5.0 builds
-//! it, with every byte widened as a *signed* char (SPEC 5.1).
+//! it, with every byte widened as a *signed* char (docs/compatibility.md §6.1).
 
 use super::sx;
 

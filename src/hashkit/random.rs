@@ -1,4 +1,4 @@
-//! The random distribution (SPEC 4.5): one slot per live server, weights
+//! The random distribution (docs/compatibility.md §5.5): one slot per live server, weights
 //! ignored, and the key's hash unused. nutcracker seeds `random()` from the
 //! clock once; placement is not reproducible, so any decent PRNG will do.
 //! This one is xorshift64*, seeded from the clock and a process-wide counter

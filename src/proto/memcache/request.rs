@@ -1,4 +1,4 @@
-//! Incremental parser of memcached ASCII requests (SPEC 7.1).
+//! Incremental parser of memcached ASCII requests (docs/compatibility.md §8.1).
 //!
 //! Like the redis parser it does no I/O and copies no payload: it is fed
 //! the bytes of a connection's input stream piece by piece and records

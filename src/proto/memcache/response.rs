@@ -1,4 +1,4 @@
-//! Incremental parser of memcached ASCII replies (SPEC 7.1, 7.2).
+//! Incremental parser of memcached ASCII replies (docs/compatibility.md §8.1, §8.2).
 //!
 //! Like the request parser it does no I/O and copies nothing but the first
 //! word of each line: it reports the reply's kind and, for a get/gets

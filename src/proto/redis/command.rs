@@ -2,8 +2,8 @@
 //! accepts, how each is routed, how many arguments it must have, and where
 //! its keys are.
 //!
-//! SPEC 6.2-6.4. A command missing here is answered with
-//! `-ERR unsupported command` (section 0: the connection stays open).
+//! docs/compatibility.md §7.2-§7.4. A command missing here is answered with
+//! `-ERR unsupported command` (docs/compatibility.md §13: the connection stays open).
 //!
 //! Each entry ([`Spec`]) has a routing class ([`Cmd`]), the positions of
 //! its keys ([`Keys`]) and whether the engine serves it yet. The classes:
@@ -12,7 +12,7 @@
 //!   number is the exact count of arguments after the key (N: any).
 //! * `Eval`: `EVAL script numkeys key...`, routed by the first key.
 //! * `Mget`, `Del`, `Unlink`, `Touch`, `Exists`, `Mset`: split per server
-//!   and merged (SPEC 6.4).
+//!   and merged (docs/compatibility.md §7.4).
 //! * `Ping`, `Quit`, `Auth`, `Hello`: answered by the proxy.
 //! * `Command`, `Lolwut`: keyless, forwarded to the `placeholder` server.
 //! * `Multi`, `Exec`, `Discard`, `Watch`, `Unwatch`: transactions; to be

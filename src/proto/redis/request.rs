@@ -1,4 +1,4 @@
-//! Incremental parser of redis requests: RESP multibulk (SPEC 6.1) and
+//! Incremental parser of redis requests: RESP multibulk (docs/compatibility.md §7.1) and
 //! inline commands, as redis itself reads them.
 //!
 //! The parser does no I/O and copies no multibulk payload: it is fed the

@@ -193,7 +193,7 @@ impl RspParser {
         self.prefix.get(..self.prefix_len).unwrap_or_default()
     }
 
-    /// A top-level error that 0.5.0 treats as a server failure (SPEC 6.6).
+    /// A top-level error that 0.5.0 treats as a server failure (docs/compatibility.md §7.6).
     pub fn is_transient_error(&self) -> bool {
         if self.kind != RspKind::Error {
             return false;
