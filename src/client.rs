@@ -212,7 +212,9 @@ impl Context {
                 let step = match prog {
                     McProgress::Incomplete => Step::Incomplete,
                     McProgress::Complete(end) => Step::Complete(end),
-                    McProgress::Error(e) => {
+                    // Lines memcached refuses in step: still answered and
+                    // closed, as before the parser told them apart.
+                    McProgress::Refused(_, e) | McProgress::Error(e) => {
                         crate::log_info!("c {} parsed bad req: {}", ck, e.reason());
                         Step::Error(e.reply().to_vec())
                     }
@@ -462,6 +464,11 @@ impl Context {
                 self.close_after(ck, mid);
             }
             McCmd::Version => self.forward_by_key(mid, rx, pidx, None, p.start, end),
+            // Recognised by the parser, not served yet: refused as before.
+            McCmd::Gat | McCmd::Gats | McCmd::Stats | McCmd::FlushAll => {
+                self.local_reply(mid, b"ERROR\r\n");
+                self.close_after(ck, mid);
+            }
             McCmd::Get | McCmd::Gets if p.keys.len() > 1 => self.mc_fragment(mid, rx, pidx),
             _ => self.forward_by_key(mid, rx, pidx, p.keys.first().map(key_range), p.start, end),
         }
