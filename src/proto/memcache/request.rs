@@ -240,10 +240,13 @@ impl McReqError {
             }
             McReqError::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             McReqError::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
-            McReqError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-            McReqError::BadNumber | McReqError::KeyTooLong | McReqError::LineTooLong => {
-                b"CLIENT_ERROR bad command line format\r\n"
-            }
+            // memcached says `SERVER_ERROR object too large for cache` and
+            // skips the block; the proxy closes instead and keeps the words
+            // it has always used for this.
+            McReqError::TooLarge
+            | McReqError::BadNumber
+            | McReqError::KeyTooLong
+            | McReqError::LineTooLong => b"CLIENT_ERROR bad command line format\r\n",
         }
     }
 
@@ -1291,7 +1294,7 @@ mod tests {
         assert_eq!(parse(big.as_bytes()).1, Tail::Error(McReqError::TooLarge));
         assert_eq!(
             McReqError::TooLarge.reply(),
-            b"SERVER_ERROR object too large for cache\r\n"
+            b"CLIENT_ERROR bad command line format\r\n"
         );
     }
 
