@@ -20,6 +20,9 @@ enum Step {
     Complete(u64),
     /// Bytes holding no request (redis `*0`, an empty inline line).
     Skip(u64),
+    /// A memcached line refused in step: this reply (unless noreply), and
+    /// the connection goes on after `end`.
+    Refused(u64, &'static [u8]),
     /// The reply to send before closing.
     Error(Vec<u8>),
 }
@@ -140,6 +143,10 @@ impl Context {
                 let step = match prog {
                     McProgress::Incomplete => Step::Incomplete,
                     McProgress::Complete(end) => Step::Complete(end),
+                    McProgress::Refused(end, e) => {
+                        crate::log_info!("c {} refused req: {}", ck, e.reason());
+                        Step::Refused(end, if rx.mc.noreply { b"" } else { e.reply() })
+                    }
                     McProgress::Error(e) => {
                         crate::log_info!("c {} parsed bad req: {}", ck, e.reason());
                         Step::Error(e.reply().to_vec())
@@ -178,6 +185,12 @@ impl Context {
                 }
                 Step::Skip(end) => {
                     rx.redis.reset();
+                    rx.inbuf.consume(&mut self.mbufs, end);
+                }
+                Step::Refused(end, reply) => {
+                    let mid = self.new_request(ck);
+                    self.local_reply(mid, reply);
+                    rx.mc.reset();
                     rx.inbuf.consume(&mut self.mbufs, end);
                 }
                 Step::Error(reply) => {

@@ -77,6 +77,11 @@ pub enum Plan {
     /// Inside MULTI, a command that cannot be part of a transaction on one
     /// server: the error, and the transaction is aborted.
     QueueError(Cow<'static, [u8]>),
+    /// memcached `stats`: answered by the proxy (its own figures).
+    McStats,
+    /// memcached `gat`/`gats` of several keys: one server must own them
+    /// all (the exptime between verb and keys keeps them from being split).
+    McOneServer,
 }
 
 /// What the planner knows of the client.
@@ -365,6 +370,9 @@ pub fn memcache(cmd: McCmd, nkeys: usize, first: Option<(u64, u64)>) -> Plan {
         // memcached closes without a word.
         McCmd::Quit => Plan::ReplyClose(b""),
         McCmd::Version => Plan::Forward(None),
+        McCmd::Stats => Plan::McStats,
+        McCmd::FlushAll => Plan::FanOut(Merge::McOk),
+        McCmd::Gat | McCmd::Gats if nkeys > 1 => Plan::McOneServer,
         McCmd::Get if nkeys > 1 => Plan::Split {
             merge: Merge::Values,
             step: 1,

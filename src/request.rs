@@ -261,7 +261,78 @@ impl Context {
             Plan::Discard => self.tx_discard(ck, mid),
             Plan::Queue(keys) => self.tx_queue(ck, mid, rx, &keys, start, end),
             Plan::QueueError(reply) => self.tx_refuse(ck, mid, &reply),
+            Plan::McStats => {
+                let text = self.mc_stats(pid, rx.mc.args().next().is_some());
+                self.local_reply(mid, text.as_bytes());
+            }
+            Plan::McOneServer => {
+                let mut owner: Option<ServerId> = None;
+                for k in &rx.mc.keys {
+                    let (from, to) = key_range(k);
+                    let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
+                    match self.topo.route(pid, kb) {
+                        Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
+                        Ok(_) => {
+                            self.local_reply(
+                                mid,
+                                b"SERVER_ERROR gat of keys on several servers is not supported by the proxy\r\n",
+                            );
+                            return;
+                        }
+                        Err(errno) => {
+                            self.fail_request(mid, errno);
+                            return;
+                        }
+                    }
+                }
+                let first = rx.mc.keys.first().map(key_range);
+                self.forward_by_key(mid, rx, pid, first, start, end);
+            }
         }
+    }
+
+    /// memcached `stats`, in memcached's `STAT name value` lines: the
+    /// proxy's process figures and the pool's counters. `stats <group>`
+    /// (items, slabs, ...) has no proxy figures: an empty list.
+    fn mc_stats(&self, pid: PoolId, group: bool) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        if !group {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let _ = write!(t, "STAT pid {}\r\n", std::process::id());
+            let _ = write!(t, "STAT uptime {}\r\n", self.started.elapsed().as_secs());
+            let _ = write!(t, "STAT time {now}\r\n");
+            let _ = write!(t, "STAT version {}\r\n", env!("CARGO_PKG_VERSION"));
+            let _ = write!(t, "STAT proxy nutcracker\r\n");
+            if let Some(p) = self.topo.pool(pid) {
+                let _ = write!(t, "STAT curr_connections {}\r\n", p.nclients);
+                let _ = write!(t, "STAT total_connections {}\r\n", self.total_conns);
+                let _ = write!(
+                    t,
+                    "STAT pool {}\r\n",
+                    p.conf.name.replace(char::is_whitespace, "_")
+                );
+                let _ = write!(t, "STAT servers {}\r\n", p.servers.len());
+                let (mut req, mut rsp, mut req_b, mut rsp_b) = (0, 0, 0, 0);
+                for srv in p.servers.iter().filter_map(|&s| self.topo.server(s)) {
+                    req += srv.stats.requests;
+                    rsp += srv.stats.responses;
+                    req_b += srv.stats.request_bytes;
+                    rsp_b += srv.stats.response_bytes;
+                }
+                let _ = write!(t, "STAT requests {req}\r\n");
+                let _ = write!(t, "STAT responses {rsp}\r\n");
+                let _ = write!(t, "STAT bytes_read {req_b}\r\n");
+                let _ = write!(t, "STAT bytes_written {rsp_b}\r\n");
+                let _ = write!(t, "STAT fragments {}\r\n", p.stats.fragments);
+                let _ = write!(t, "STAT forward_error {}\r\n", p.stats.forward_error);
+                let _ = write!(t, "STAT server_ejects {}\r\n", p.stats.server_ejects);
+            }
+        }
+        t.push_str("END\r\n");
+        t
     }
 
     /// A command whose keys must all be on one server (it cannot be
@@ -320,7 +391,10 @@ impl Context {
             self.fail_request(mid, libc::ECONNREFUSED);
             return;
         }
-        let proto = self.msgs.get(mid).map_or(Proto::Resp2, |m| m.proto);
+        let (proto, noreply) = self
+            .msgs
+            .get(mid)
+            .map_or((Proto::Resp2, false), |m| (m.proto, m.noreply));
         let mut frag = self.new_frag();
         frag.merge = Some(merge);
         let mut children = Vec::with_capacity(servers.len());
@@ -333,6 +407,7 @@ impl Context {
                 }
                 m.req_len = len;
                 m.proto = proto;
+                m.noreply = noreply;
             }
             children.push((child, s));
         }

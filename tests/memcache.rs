@@ -873,8 +873,8 @@ fn malformed_requests_reply_then_close() {
     let others: [&[u8]; 7] = [
         b"get\r\n",
         b"get \r\n",
-        b"delete a 0\r\n",
-        b"set a 0 0 1 bogus\r\nx\r\n",
+        b"delete a 1\r\n",
+        b"set a 0 0 1 bogus more\r\nx\r\n",
         b"incr a\r\n",
         b"gat 0 a\r\n",
         b"\x80\x00\x00\x01a\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00a",
