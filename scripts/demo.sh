@@ -4,28 +4,17 @@
 # memcached pool on 127.0.0.1:22122, stats on 22222 or the next free port).
 # Ctrl-C stops everything. Set DEMO_SECONDS=N to stop by itself after N s.
 #
-# Run it as `make demo`. As root on Debian/Ubuntu it installs redis-server
-# and memcached with apt-get when they are missing.
+# Run it as `make demo`. As root on Debian/Ubuntu it installs a Rust
+# toolchain, redis-server and memcached with apt-get when they are missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 say() { printf 'demo: %s\n' "$*"; }
 
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v memcached >/dev/null 2>&1 || missing+=(memcached)
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-    else
-        say "please install ${missing[*]} first, e.g.: sudo apt-get install ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+# Rust (Cargo.toml's rust-version), redis-server and memcached: installed
+# with apt-get as root when missing, else a message and exit 1.
+bash scripts/install-deps.sh --demo
 
 # Something accepts connections on 127.0.0.1:$1.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -139,12 +128,14 @@ nutcracker is running (pid $nc_pid), config: $TMP/nutcracker.yml
 Try, from another terminal:
   redis-cli -p 22121 set greeting hello
   redis-cli -p 22121 get greeting
-  printf 'set k 0 0 1\r\nv\r\n' | nc 127.0.0.1 22122
-  printf 'get k\r\n' | nc 127.0.0.1 22122
+  printf 'set k 0 0 1\r\nv\r\n' | nc -N 127.0.0.1 22122
+  printf 'get k\r\n' | nc -N 127.0.0.1 22122
   curl -s localhost:$STATS        # stats JSON
 
 Press Ctrl-C to stop everything.
 EOF
+# -N (close after the input, so nc returns once the reply is in) is
+# OpenBSD netcat's; Debian's netcat-traditional has -q1 for the same.
 command -v nc >/dev/null 2>&1 || say "(nc is not installed: apt-get install netcat-openbsd)"
 command -v redis-cli >/dev/null 2>&1 || say "(redis-cli is not installed: apt-get install redis-tools)"
 

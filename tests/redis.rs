@@ -589,11 +589,27 @@ fn command_reply_is_a_nested_array() {
         let mut c = proxy.raw();
         c.send(&cmd(&["COMMAND"]));
         let (reply, raw) = c.recv_reply_raw();
-        // Same bytes as redis itself sends.
-        let mut d = backends[0].raw();
-        d.send(&cmd(&["COMMAND"]));
-        let (_, direct) = d.recv_reply_raw();
-        assert_eq!(raw.len(), direct.len(), "COMMAND reply size {args:?}");
+        // Same bytes as redis itself sends. The command table is a hash
+        // table whose seed each redis-server picks at random, so the two
+        // backends list commands (and subcommands) in different orders, but
+        // each lists them the same way every time: the proxy's reply must
+        // be exactly the reply of one of them (COMMAND has no key, so which
+        // one is the proxy's choice).
+        let direct: Vec<Vec<u8>> = backends
+            .iter()
+            .map(|b| {
+                let mut d = b.raw();
+                d.send(&cmd(&["COMMAND"]));
+                d.recv_reply_raw().1
+            })
+            .collect();
+        assert!(
+            direct.contains(&raw),
+            "COMMAND through the proxy ({} bytes) is neither backend's reply ({} and {} bytes) {args:?}",
+            raw.len(),
+            direct[0].len(),
+            direct[1].len()
+        );
         let entries = items(reply);
         assert!(entries.len() > 100, "only {} commands", entries.len());
         let get = entries
@@ -607,7 +623,7 @@ fn command_reply_is_a_nested_array() {
         // A second one on the same connection works too.
         c.send(&cmd(&["COMMAND"]));
         let (_, again) = c.recv_reply_raw();
-        assert_eq!(again.len(), direct.len());
+        assert!(direct.contains(&again), "second COMMAND {args:?}");
     }
 }
 
@@ -1778,9 +1794,13 @@ fn server_timeout() {
     let cl = Cluster::start(1, &[("timeout", "200")], &[]);
     let mut c = cl.raw();
     exa(&mut c, &["SET", "t", "1"], ok());
+    // The script keeps redis busy for 3 s. A reply that waited for it
+    // comes 3 s or more after the send; the timeout's comes after 200 ms.
+    // The check is only "before the script ended", not a latency bound, so
+    // a loaded machine has 2.8 s of slack.
     let script = "local t = redis.call('TIME') local s = t[1]*1000000 + t[2] \
         while true do local n = redis.call('TIME') \
-        if n[1]*1000000 + n[2] - s > 1200000 then break end end \
+        if n[1]*1000000 + n[2] - s > 3000000 then break end end \
         return 1";
     let started = Instant::now();
     c.send(&cmd(&["EVAL", script, "1", "t"]));
@@ -1791,7 +1811,7 @@ fn server_timeout() {
         "timed out after {took:?}"
     );
     assert!(
-        took < Duration::from_millis(1100),
+        took < Duration::from_secs(3),
         "reply waited for the script: {took:?}"
     );
     // Served again once redis is free (the late reply is never delivered).

@@ -36,8 +36,9 @@ const CLIENT_MAX_HELD: u64 = 64 * MIB;
 /// client. Without a bound the proxy would grow with everything the client
 /// managed to send (gigabytes within seconds).
 const ABUSE_RSS_BOUND: u64 = 2 * CLIENT_MAX_HELD + 72 * MIB;
-/// Longest a PING may take while another client misbehaves.
-const PING_BOUND: Duration = Duration::from_millis(500);
+/// Fewest PINGs the watcher must get answered while another client
+/// misbehaves (it sends one every 20 ms or so when answers are prompt).
+const MIN_PINGS: usize = 5;
 
 // ---------------------------------------------------------------------------
 // Observing the proxy
@@ -111,7 +112,7 @@ fn warm_rest(p: &Proxy) -> Rest {
 }
 
 /// Other clients checking, while someone misbehaves, that PING (answered
-/// by the proxy itself) stays fast and, optionally, that a small key on the
+/// by the proxy itself) keeps being answered and, optionally, that a small key on the
 /// same backend stays readable (a thread each, so a slow GET does not hide
 /// a slow PING); the PING thread also samples the RSS and raises `over` the
 /// moment it passes `bound`, so a failing run stops before it eats the
@@ -119,6 +120,7 @@ fn warm_rest(p: &Proxy) -> Rest {
 struct Watch {
     stop: Arc<AtomicBool>,
     over: Arc<AtomicBool>,
+    started: Instant,
     pinger: Option<JoinHandle<WatchReport>>,
     getter: Option<JoinHandle<Duration>>,
 }
@@ -129,11 +131,38 @@ struct WatchReport {
     pings: usize,
     max_ping: Duration,
     max_get: Duration,
+    /// From `Watch::start` to `Watch::finish`: the misbehaviour's length.
+    watched: Duration,
+}
+
+impl WatchReport {
+    /// The other client was served while the misbehaviour went on, not
+    /// only once it was over: at least [`MIN_PINGS`] answers, and no PING
+    /// waited half the watched time or more (a client starved until the
+    /// abuser is done waits for nearly all of it). A share of the watched
+    /// time rather than milliseconds, so that a loaded machine, which slows
+    /// everything alike, cannot fail it; the proxy's latency itself is
+    /// measured by `make bench` (p50/p99), not asserted here.
+    fn assert_kept_answering(&self, what: &str) {
+        assert!(
+            self.pings >= MIN_PINGS,
+            "only {} PINGs answered in {:?} while {what}: {self:?}",
+            self.pings,
+            self.watched
+        );
+        assert!(
+            self.max_ping < self.watched / 2,
+            "a PING waited {:?} of the {:?} while {what}: starved",
+            self.max_ping,
+            self.watched
+        );
+    }
 }
 
 impl Watch {
     fn start(p: &Proxy, bound: u64, get: Option<(&str, Vec<u8>)>) -> Watch {
         let (port, pid) = (p.port(), p.pid());
+        let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let over = Arc::new(AtomicBool::new(false));
         let (s, o) = (stop.clone(), over.clone());
@@ -171,6 +200,7 @@ impl Watch {
         Watch {
             stop,
             over,
+            started,
             pinger: Some(pinger),
             getter,
         }
@@ -181,6 +211,7 @@ impl Watch {
     }
 
     fn finish(mut self) -> WatchReport {
+        let watched = self.started.elapsed();
         self.stop.store(true, Ordering::SeqCst);
         let mut r = match self.pinger.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
@@ -192,6 +223,7 @@ impl Watch {
             Some(Err(e)) => std::panic::resume_unwind(e),
             None => {}
         }
+        r.watched = watched;
         r
     }
 }
@@ -320,12 +352,7 @@ fn pipelining_without_reading_is_bounded() {
         mib(ABUSE_RSS_BOUND),
         BIG_VALUE / 1024
     );
-    assert!(
-        report.max_ping < PING_BOUND,
-        "a PING took {:?} while another client pipelined",
-        report.max_ping
-    );
-    assert!(report.pings > 10, "the watcher hardly ran: {report:?}");
+    report.assert_kept_answering("another client pipelined without reading");
     assert!(
         buffers_full,
         "the proxy was still reading after {sent} requests in {write_time:?}: no backpressure"
@@ -429,15 +456,12 @@ fn huge_argument_is_buffered_as_sent_or_refused() {
         let mut c = p.raw();
         let mut req = set_header(len);
         req.extend_from_slice(&vec![b'v'; 256 * 1024]);
-        let t = Instant::now();
+        // Only 256 KiB of the announced length follow and the client then
+        // waits: a proxy that read on before refusing would never answer,
+        // and `expect` fails after READ_TIMEOUT. No wall-clock bound needed.
         let _ = c.stream().write_all(&req);
         c.expect(b"-ERR Protocol error: invalid bulk length\r\n");
         c.expect_eof();
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "refusing ${len} took {:?}",
-            t.elapsed()
-        );
     }
     // Exactly 512 MiB is allowed: no reply, the connection waits for data.
     let mut c = p.raw();
@@ -869,11 +893,7 @@ fn stopped_backend_with_pipelining_client_is_bounded() {
         report.max_ping
     );
     assert!(report.max_rss <= ABUSE_RSS_BOUND, "RSS bound exceeded");
-    assert!(
-        report.max_ping < PING_BOUND,
-        "PING took {:?}",
-        report.max_ping
-    );
+    report.assert_kept_answering("a client pipelined to a stopped backend");
     assert!(timed_out > 0, "no request timed out");
     let json = p.stats();
     assert!(stat(&json, "server_timedout") > 0, "{json}");
