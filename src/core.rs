@@ -159,11 +159,15 @@ impl Context {
                 .filter_map(|q| q.front().map(|d| d.at))
                 .chain(self.accept_retry.iter().map(|&(t, _)| t))
                 .min();
+            // Freed mbuf memory goes back to the kernel once a burst is
+            // over; until then the loop must wake up to look.
+            let trim = self.mbufs.idle_trim(self.now).unwrap_or(wake_every);
             let timeout = match next {
                 _ if pending => Duration::ZERO,
                 Some(t) => t.saturating_duration_since(Instant::now()).min(wake_every),
                 None => wake_every,
-            };
+            }
+            .min(trim);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);

@@ -10,6 +10,21 @@
 //! Bytes the proxy makes itself (fragment headers, local replies) are
 //! appended to a shared "scratch" chunk and referenced the same way, so the
 //! writer never has to know where a segment came from.
+//!
+//! Memory is given back after a burst, in two steps:
+//!
+//! - The reuse pool is bounded ([`pool_limit_from_env`], default
+//!   [`DEFAULT_POOL_BYTES`]): a chunk released while the pool already holds
+//!   that many bytes is freed at once. Its id stays (segments name chunks by
+//!   index) and is handed out again by the next allocation that finds the
+//!   pool empty.
+//! - Freed chunks go back to malloc, and glibc keeps 16 KiB blocks (below
+//!   its mmap threshold) in the heap: only the top of the heap shrinks by
+//!   itself. So once enough was freed ([`TRIM_MIN_BYTES`]) and nothing more
+//!   was freed for [`TRIM_QUIET`], [`MbufPool::idle_trim`] calls
+//!   `malloc_trim(0)`, which hands every free page of the heap back to the
+//!   kernel. The event loop calls it once per iteration; the common case is
+//!   one comparison.
 
 #![deny(
     clippy::unwrap_used,
@@ -18,12 +33,54 @@
     clippy::indexing_slicing
 )]
 
+use std::time::{Duration, Instant};
+
 /// The header the C binary keeps inside each chunk; usable data per chunk
 /// is `size - MBUF_HEADER` so that `-m` means the same memory as in 0.5.0.
 pub const MBUF_HEADER: usize = 48;
 pub const MBUF_MIN_SIZE: usize = 512;
 pub const MBUF_MAX_SIZE: usize = 16 * 1024 * 1024;
 pub const MBUF_DEFAULT_SIZE: usize = 16384;
+
+/// The environment variable that bounds the reuse pool, in bytes of chunk
+/// data (`0`: no pool, every released chunk is freed).
+pub const POOL_BYTES_ENV: &str = "NUTCRACKER_MBUF_POOL_BYTES";
+/// Default bound of the reuse pool: 4 MiB, 256 chunks of the default size.
+/// Enough to absorb the swings of a steady pipelined load of small requests
+/// without touching malloc; a burst beyond it is given back.
+pub const DEFAULT_POOL_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes freed since the last trim before another trim is worth its cost.
+pub const TRIM_MIN_BYTES: usize = 1024 * 1024;
+/// How long nothing must have been freed before trimming: a trim walks the
+/// whole heap, so it waits for the end of a burst instead of racing it.
+pub const TRIM_QUIET: Duration = Duration::from_secs(1);
+
+/// The reuse pool bound from [`POOL_BYTES_ENV`]: the default when unset,
+/// `Err` with the reason when it is not a number of bytes.
+pub fn pool_limit_from_env() -> Result<usize, String> {
+    match std::env::var_os(POOL_BYTES_ENV) {
+        None => Ok(DEFAULT_POOL_BYTES),
+        Some(v) => parse_pool_bytes(&v.to_string_lossy()),
+    }
+}
+
+/// A byte count, decimal, surrounding blanks allowed.
+fn parse_pool_bytes(v: &str) -> Result<usize, String> {
+    v.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("{POOL_BYTES_ENV} '{v}' is not a number of bytes"))
+}
+
+/// Hands free heap pages back to the kernel (glibc only; other C libraries
+/// either return memory by themselves or have no such call).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it has
+    // no preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// A reference to `start..end` of chunk `id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +103,7 @@ impl Seg {
 /// Counters for stats and leak tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MbufCounts {
-    /// Chunks ever created (they are never given back to the OS).
+    /// Chunks holding memory now (in use and free).
     pub allocated: usize,
     /// Chunks in the reuse pool.
     pub free: usize,
@@ -56,24 +113,63 @@ pub struct MbufCounts {
 
 pub struct MbufPool {
     chunk_data: usize,
+    /// Indexed by chunk id; a vacant id holds an empty slice.
     bufs: Vec<Box<[u8]>>,
     refs: Vec<u32>,
     free: Vec<u32>,
+    /// Ids whose memory was given back, for the next allocation to reuse.
+    vacant: Vec<u32>,
+    /// Most chunks kept in `free`.
+    max_free: usize,
     /// Chunk currently used for proxy-made bytes, and how much of it is used.
     scratch: Option<(u32, usize)>,
+    /// Bytes freed since the last trim, and how often chunks were freed (so
+    /// `idle_trim` sees whether freeing went on since its last look).
+    untrimmed: usize,
+    frees: u64,
+    /// `frees` at `idle_trim`'s last look, and when that count was new.
+    seen_frees: u64,
+    quiet_since: Option<Instant>,
+    /// Trims done, for tests.
+    trims: u64,
 }
 
 impl MbufPool {
-    /// `size` is the `-m` value; it is clamped to the allowed range.
+    /// `size` is the `-m` value; it is clamped to the allowed range. The
+    /// reuse pool is bounded by [`POOL_BYTES_ENV`] (a bad value is reported
+    /// in the log and the default used).
     pub fn new(size: usize) -> MbufPool {
+        let limit = pool_limit_from_env().unwrap_or_else(|e| {
+            crate::log_warn!("{e}, using the default {DEFAULT_POOL_BYTES}");
+            DEFAULT_POOL_BYTES
+        });
+        MbufPool::with_pool_limit(size, limit)
+    }
+
+    /// Like [`MbufPool::new`], with the reuse pool bounded to `pool_bytes`
+    /// of chunk data (rounded down to whole chunks).
+    pub fn with_pool_limit(size: usize, pool_bytes: usize) -> MbufPool {
         let size = size.clamp(MBUF_MIN_SIZE, MBUF_MAX_SIZE);
+        let chunk_data = size - MBUF_HEADER;
         MbufPool {
-            chunk_data: size - MBUF_HEADER,
+            chunk_data,
             bufs: Vec::new(),
             refs: Vec::new(),
             free: Vec::new(),
+            vacant: Vec::new(),
+            max_free: pool_bytes / chunk_data,
             scratch: None,
+            untrimmed: 0,
+            frees: 0,
+            seen_frees: 0,
+            quiet_since: None,
+            trims: 0,
         }
+    }
+
+    /// How many times [`MbufPool::idle_trim`] trimmed the heap.
+    pub fn trims(&self) -> u64 {
+        self.trims
     }
 
     pub fn chunk_data(&self) -> usize {
@@ -82,7 +178,7 @@ impl MbufPool {
 
     pub fn counts(&self) -> MbufCounts {
         MbufCounts {
-            allocated: self.bufs.len(),
+            allocated: self.bufs.len() - self.vacant.len(),
             free: self.free.len(),
             chunk_data: self.chunk_data,
         }
@@ -90,7 +186,7 @@ impl MbufPool {
 
     /// Chunks in use: neither free nor the scratch chunk.
     pub fn in_use(&self) -> usize {
-        self.bufs.len() - self.free.len() - usize::from(self.scratch.is_some())
+        self.bufs.len() - self.vacant.len() - self.free.len() - usize::from(self.scratch.is_some())
     }
 
     /// A chunk with one reference held by the caller.
@@ -101,9 +197,19 @@ impl MbufPool {
             }
             return id;
         }
+        let buf = vec![0u8; self.chunk_data].into_boxed_slice();
+        if let Some(id) = self.vacant.pop() {
+            if let (Some(b), Some(r)) = (
+                self.bufs.get_mut(id as usize),
+                self.refs.get_mut(id as usize),
+            ) {
+                *b = buf;
+                *r = 1;
+                return id;
+            }
+        }
         let id = self.bufs.len() as u32;
-        self.bufs
-            .push(vec![0u8; self.chunk_data].into_boxed_slice());
+        self.bufs.push(buf);
         self.refs.push(1);
         id
     }
@@ -127,8 +233,45 @@ impl MbufPool {
         }
         *r -= 1;
         if *r == 0 {
-            self.free.push(id);
+            if self.free.len() < self.max_free {
+                self.free.push(id);
+            } else if let Some(b) = self.bufs.get_mut(id as usize) {
+                // Over the pool's bound: the memory goes back to malloc.
+                *b = Box::default();
+                self.vacant.push(id);
+                self.untrimmed += self.chunk_data;
+                self.frees += 1;
+            }
         }
+    }
+
+    /// Gives free heap memory back to the kernel once a burst is over: when
+    /// at least [`TRIM_MIN_BYTES`] were freed since the last trim and
+    /// nothing was freed for [`TRIM_QUIET`]. Called by the event loop on
+    /// every iteration with its clock; returns how long until it wants to be
+    /// called again (to bound the loop's sleep), `None` when nothing is
+    /// pending.
+    pub fn idle_trim(&mut self, now: Instant) -> Option<Duration> {
+        if self.untrimmed < TRIM_MIN_BYTES {
+            return None;
+        }
+        let since = match self.quiet_since {
+            Some(t) if self.seen_frees == self.frees => t,
+            _ => {
+                self.seen_frees = self.frees;
+                self.quiet_since = Some(now);
+                now
+            }
+        };
+        let quiet = now.saturating_duration_since(since);
+        if quiet < TRIM_QUIET {
+            return Some(TRIM_QUIET - quiet);
+        }
+        trim_heap();
+        self.untrimmed = 0;
+        self.quiet_since = None;
+        self.trims += 1;
+        None
     }
 
     /// Takes a reference for a new segment of chunk `id`.
@@ -184,6 +327,115 @@ impl MbufPool {
             out.push(self.seg(id, used, used + n));
             self.scratch = Some((id, used + n));
             data = rest;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const SIZE: usize = 1024;
+    const DATA: usize = SIZE - MBUF_HEADER;
+
+    #[test]
+    fn pool_keeps_at_most_its_bound_and_frees_the_rest() {
+        // Room for 2 free chunks.
+        let mut p = MbufPool::with_pool_limit(SIZE, 2 * DATA + DATA / 2);
+        let ids: Vec<u32> = (0..5).map(|_| p.alloc()).collect();
+        assert_eq!(p.counts().allocated, 5);
+        for &id in &ids {
+            p.release(id);
+        }
+        let c = p.counts();
+        assert_eq!((c.allocated, c.free), (2, 2));
+        assert_eq!(p.in_use(), 0);
+        // Freed ids have no memory left.
+        assert!(ids.iter().filter(|&&id| p.chunk(id).is_empty()).count() == 3);
+    }
+
+    #[test]
+    fn vacant_ids_are_reused_with_fresh_memory() {
+        let mut p = MbufPool::with_pool_limit(SIZE, 0);
+        let a = p.alloc();
+        let b = p.alloc();
+        p.chunk_mut(a)[0] = 7;
+        p.release(a);
+        assert_eq!(p.counts().allocated, 1);
+        let c = p.alloc();
+        assert_eq!(c, a, "the vacant id is handed out again");
+        assert_eq!(p.chunk(c).len(), DATA);
+        assert_eq!(p.chunk(c)[0], 0, "new memory, not the old bytes");
+        assert_eq!(p.counts().allocated, 2);
+        p.release(b);
+        p.release(c);
+        assert_eq!(
+            p.counts(),
+            MbufCounts {
+                allocated: 0,
+                free: 0,
+                chunk_data: DATA
+            }
+        );
+    }
+
+    #[test]
+    fn shared_chunks_are_freed_by_the_last_reference() {
+        let mut p = MbufPool::with_pool_limit(SIZE, 0);
+        let mut segs = Vec::new();
+        p.push_bytes(b"abc", &mut segs);
+        p.push_bytes(b"def", &mut segs);
+        assert_eq!(p.counts().allocated, 1);
+        p.release_segs(&segs);
+        // The scratch chunk still holds its own reference.
+        assert_eq!(p.counts().allocated, 1);
+        let big = vec![b'x'; DATA * 2];
+        let mut more = Vec::new();
+        p.push_bytes(&big, &mut more);
+        p.release_segs(&more);
+        // The first scratch chunk went when the pool moved past it, the
+        // second when its segments went; the last one is the scratch now.
+        assert_eq!(p.counts().allocated, 1);
+    }
+
+    #[test]
+    fn trim_waits_for_enough_freed_and_a_quiet_spell() {
+        let mut p = MbufPool::with_pool_limit(SIZE, 0);
+        let t0 = Instant::now();
+        assert_eq!(p.idle_trim(t0), None, "nothing freed, nothing to do");
+        let n = TRIM_MIN_BYTES / DATA + 1;
+        let ids: Vec<u32> = (0..n).map(|_| p.alloc()).collect();
+        for &id in &ids[..n - 1] {
+            p.release(id);
+        }
+        assert_eq!(p.idle_trim(t0), None, "below the minimum");
+        p.release(ids[n - 1]);
+        assert_eq!(p.idle_trim(t0), Some(TRIM_QUIET));
+        let half = TRIM_QUIET / 2;
+        assert_eq!(p.idle_trim(t0 + half), Some(TRIM_QUIET - half));
+        // Freeing again restarts the quiet spell.
+        let x = p.alloc();
+        p.release(x);
+        assert_eq!(p.idle_trim(t0 + half), Some(TRIM_QUIET));
+        assert_eq!(p.trims(), 0);
+        assert_eq!(p.idle_trim(t0 + half + TRIM_QUIET), None);
+        assert_eq!(p.trims(), 1);
+        assert_eq!(
+            p.idle_trim(t0 + 10 * TRIM_QUIET),
+            None,
+            "nothing new to trim"
+        );
+        assert_eq!(p.trims(), 1);
+    }
+
+    #[test]
+    fn pool_bound_values() {
+        assert_eq!(parse_pool_bytes("0"), Ok(0));
+        assert_eq!(parse_pool_bytes(" 1048576\n"), Ok(1 << 20));
+        for bad in ["", "-1", "4M", "1e6", "x"] {
+            let e = parse_pool_bytes(bad).unwrap_err();
+            assert!(e.starts_with(POOL_BYTES_ENV), "{e}");
         }
     }
 }
