@@ -19,7 +19,7 @@
 //!   [`TRIM_WINDOW`] (the fewest free chunks seen during it were still more
 //!   than the bound) are freed. A steady load whose demand swings within a
 //!   second keeps its chunks and never touches malloc (freeing at release
-//!   time cost up to 10-25% more CPU per request on 16 KiB values, from
+//!   time cost up to 10-22% more CPU per request on 16 KiB values, from
 //!   malloc plus zeroing each new chunk), while the tail of a burst goes
 //!   within about two windows. A freed chunk's id stays (segments name
 //!   chunks by index) and is handed out again by the next allocation that
