@@ -12,15 +12,27 @@
 //! ```text
 //!   redis-benchmark ──► redis-server (direct)          ◄── CPU: direct server
 //!   redis-benchmark ──► nutcracker ──► 4 redis-server  ◄── CPU: proxy, sum of backends
-//!   mc generator    ──► memcached (direct)
-//!   mc generator    ──► nutcracker ──► 4 memcached
+//!   redis-benchmark ──► haproxy    ──► 4 redis-server  ◄── CPU: the L4 relay (the floor)
+//!   redis-benchmark ──► $NUTCRACKER_BIN2 ──► 4 redis   ◄── CPU: a second binary (e.g. C)
+//!   mc generator    ──► the same four targets, memcached
 //! ```
+//!
+//! The L4 relay is HAProxy in `mode tcp` with one thread, round-robin over
+//! the same backends: it has no sharding, so each client connection goes to
+//! one backend, and every key is written to every backend so its reads hit
+//! too. It parses nothing, so its CPU per request is the floor for any
+//! proxy on this machine; the proxies are reported as ratios over it, and
+//! over the second binary when `NUTCRACKER_BIN2` is set, each ratio taken
+//! within one round (the targets run back to back, in an order rotating
+//! from round to round) before the median over the rounds.
 //!
 //! CPU is time on CPU from `/proc/<pid>/task/*/schedstat` (user + kernel, all
 //! threads), read before and after each run and divided by the requests of
 //! the run; the proxy's read/write system calls per request come from
-//! `/proc/<pid>/io`, its memory from VmRSS (sampled) and VmHWM. Direct and
-//! proxied runs of a workload alternate in order from one round to the next;
+//! `/proc/<pid>/io`, its memory from VmRSS (sampled, and read again 10 s
+//! after the heaviest workload ends) and VmHWM. The runs of a workload
+//! (direct, proxy, relay, second binary) rotate in order from one round to
+//! the next;
 //! each figure is reported as median with min and max over the rounds. After
 //! the tables, the targets of the performance issue are checked as ratios
 //! measured within this one run, then the memory per client connection is
@@ -62,6 +74,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client connections opened by the idle-memory measurement.
 const IDLE_CONNS: usize = 1000;
+/// The heaviest workload, after which the memory given back is measured.
+const HEAVIEST: Workload = Workload {
+    proto: Proto::Redis,
+    cmd: Cmd::Mget,
+    size: LARGE,
+    depth: 16,
+};
+/// How long after the heaviest workload its RSS is read again.
+const RSS_AFTER: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Options
@@ -85,7 +106,11 @@ usage: cargo bench --bench bench -- [options]      (or: make bench BENCH_ARGS='.
   -h, --help       this text
 
 Environment: NUTCRACKER_BIN=/path/to/nutcracker benchmarks another binary
-(for example the C twemproxy, which takes the same command line).
+(for example the C twemproxy, which takes the same command line);
+NUTCRACKER_BIN2=/path/to/nutcracker runs a second binary in the same rounds,
+interleaved, and reports the proxy's CPU per request over it;
+HAPROXY=/path/to/haproxy the L4 relay (default: haproxy in PATH or
+/usr/sbin/haproxy; without it the relay is left out).
 ";
 
 struct Opts {
@@ -100,6 +125,8 @@ struct Opts {
     scale: f64,
     perf_dir: Option<PathBuf>,
     bin: PathBuf,
+    bin2: Option<PathBuf>,
+    haproxy: Option<PathBuf>,
 }
 
 fn parse_opts() -> Result<Option<Opts>, String> {
@@ -162,6 +189,17 @@ fn parse_opts() -> Result<Option<Opts>, String> {
             bin.display()
         ));
     }
+    let bin2 = std::env::var_os("NUTCRACKER_BIN2")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from);
+    if let Some(b) = bin2.as_ref().filter(|b| !b.is_file()) {
+        return Err(format!("NUTCRACKER_BIN2: {} not found", b.display()));
+    }
+    let haproxy = match std::env::var_os("HAPROXY").filter(|b| !b.is_empty()) {
+        Some(h) if Path::new(&h).is_file() => Some(PathBuf::from(h)),
+        Some(h) => return Err(format!("HAPROXY: {} not found", Path::new(&h).display())),
+        None => find_haproxy(),
+    };
     Ok(Some(Opts {
         rounds,
         quick,
@@ -174,7 +212,19 @@ fn parse_opts() -> Result<Option<Opts>, String> {
         scale,
         perf_dir: m.opt_str("perf").map(PathBuf::from),
         bin,
+        bin2,
+        haproxy,
     }))
+}
+
+/// `haproxy` in PATH, else Debian's /usr/sbin/haproxy (not in a normal
+/// user's PATH).
+fn find_haproxy() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("haproxy"))
+        .find(|p| p.is_file())
 }
 
 // ---------------------------------------------------------------------------
@@ -502,6 +552,45 @@ impl Proxy {
                 .args(["-m", &mbuf.to_string()])
                 .arg("-o")
                 .arg(dir.join(format!("nutcracker-{}.log", ports[0])))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            Ok(c)
+        })?;
+        Ok(Proxy {
+            proc,
+            redis_port: ports[0],
+            mc_port: ports[1],
+        })
+    }
+
+    /// The L4 relay: HAProxy, one thread, `mode tcp`, each pool's client
+    /// connections round-robin over its backends. No health checks and no
+    /// logging, so all it does is move bytes.
+    fn start_relay(haproxy: &Path, cluster: &Cluster, dir: &Path) -> Result<Proxy, String> {
+        let (proc, ports) = start_on_ports("haproxy", 2, true, |ports| {
+            let conf = dir.join(format!("haproxy-{}.cfg", ports[0]));
+            let mut text = String::from(
+                "global\n    nbthread 1\n    maxconn 8192\n\
+                 defaults\n    mode tcp\n    timeout connect 5s\n    \
+                 timeout client 300s\n    timeout server 300s\n",
+            );
+            for (name, port, backends) in [
+                ("redis", ports[0], &cluster.redis),
+                ("memcache", ports[1], &cluster.mc),
+            ] {
+                let _ = writeln!(
+                    text,
+                    "listen {name}\n    bind 127.0.0.1:{port}\n    balance roundrobin"
+                );
+                for (i, b) in backends.iter().enumerate() {
+                    let _ = writeln!(text, "    server {name}{i} 127.0.0.1:{}", b.port);
+                }
+            }
+            std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
+            let mut c = Command::new(haproxy);
+            c.arg("-db")
+                .arg("-f")
+                .arg(&conf)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             Ok(c)
@@ -1199,6 +1288,45 @@ struct Sample {
     p99_direct: f64,
     /// Largest VmRSS of the proxy sampled during the proxied run, bytes.
     rss_max: u64,
+    /// The proxy's VmRSS [`RSS_AFTER`] after the run (heaviest workload).
+    rss_after: Option<u64>,
+    /// The L4 relay's run, when there is a relay.
+    relay: Option<HopRun>,
+    /// The second binary's run, with `NUTCRACKER_BIN2`.
+    bin2: Option<HopRun>,
+}
+
+/// What a run through the relay or the second binary measured.
+#[derive(Clone, Default)]
+struct HopRun {
+    ops: f64,
+    /// Its CPU per request, µs.
+    cpu_us: f64,
+    syscalls: f64,
+    p50: f64,
+    p99: f64,
+    rss_max: u64,
+    rss_after: Option<u64>,
+}
+
+/// A figure of the relay's run, NaN without a relay.
+fn relay_f(s: &Sample, f: fn(&HopRun) -> f64) -> f64 {
+    s.relay.as_ref().map_or(f64::NAN, f)
+}
+
+/// A figure of the second binary's run, NaN without one.
+fn bin2_f(s: &Sample, f: fn(&HopRun) -> f64) -> f64 {
+    s.bin2.as_ref().map_or(f64::NAN, f)
+}
+
+/// The proxy's CPU per request over the relay's, within one round.
+fn over_relay(s: &Sample) -> f64 {
+    s.proxy_us / relay_f(s, |h| h.cpu_us)
+}
+
+/// The proxy's CPU per request over the second binary's, within one round.
+fn over_bin2(s: &Sample) -> f64 {
+    s.proxy_us / bin2_f(s, |h| h.cpu_us)
 }
 
 struct Bench<'a> {
@@ -1264,14 +1392,20 @@ impl Bench<'_> {
         })
     }
 
-    fn populate_both(&self, proxy: &Proxy, proto: Proto, size: usize) -> Result<(), String> {
+    /// Writes the key space to the direct server and to every backend in
+    /// full: the proxies read each key from the backend it hashes to, the
+    /// relay from whichever backend its connection landed on.
+    fn populate_all(&self, proto: Proto, size: usize) -> Result<(), String> {
         populate(
             proto,
             self.cluster.direct(proto).port,
             self.o.keyspace,
             size,
         )?;
-        populate(proto, proxy.port(proto), self.o.keyspace, size)
+        for b in self.cluster.backends(proto) {
+            populate(proto, b.port, self.o.keyspace, size)?;
+        }
+        Ok(())
     }
 }
 
@@ -1373,12 +1507,30 @@ struct MainResult {
     samples: Vec<(Workload, u64, Vec<Sample>)>,
     hwm: u64,
     rss_sampled: u64,
+    /// The second binary's VmHWM, when it ran.
+    bin2_hwm: Option<u64>,
+}
+
+/// What a run of a workload goes through.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    Direct,
+    Proxy,
+    Relay,
+    Bin2,
+}
+
+/// A relay or proxy process in the main run, with its RSS sampler.
+struct Hop {
+    target: Target,
+    proxy: Proxy,
+    sampler: RssSampler,
 }
 
 fn main_run(b: &Bench, workloads: &[Workload]) -> Result<MainResult, String> {
     let o = b.o;
+    let mut hops = Vec::new();
     let proxy = Proxy::start(&o.bin, b.cluster, b.dir, o.mbuf)?;
-    let sampler = RssSampler::start(proxy.pid());
     eprintln!(
         "bench: proxy pid {} (redis pool 127.0.0.1:{}, memcached pool 127.0.0.1:{}), -m {}",
         proxy.pid(),
@@ -1386,6 +1538,27 @@ fn main_run(b: &Bench, workloads: &[Workload]) -> Result<MainResult, String> {
         proxy.mc_port,
         o.mbuf
     );
+    hops.push((Target::Proxy, proxy));
+    if let Some(h) = &o.haproxy {
+        let relay = Proxy::start_relay(h, b.cluster, b.dir)?;
+        eprintln!("bench: relay pid {} ({})", relay.pid(), h.display());
+        hops.push((Target::Relay, relay));
+    }
+    if let Some(bin2) = &o.bin2 {
+        let p = Proxy::start(bin2, b.cluster, b.dir, o.mbuf)?;
+        eprintln!("bench: second binary pid {} ({})", p.pid(), bin2.display());
+        hops.push((Target::Bin2, p));
+    }
+    let hops: Vec<Hop> = hops
+        .into_iter()
+        .map(|(target, proxy)| Hop {
+            target,
+            sampler: RssSampler::start(proxy.pid()),
+            proxy,
+        })
+        .collect();
+    let mut order: Vec<Target> = vec![Target::Direct];
+    order.extend(hops.iter().map(|h| h.target));
     let mut samples: Vec<(Workload, u64, Vec<Sample>)> = workloads
         .iter()
         .map(|w| (*w, w.requests(o), Vec::new()))
@@ -1400,7 +1573,7 @@ fn main_run(b: &Bench, workloads: &[Workload]) -> Result<MainResult, String> {
                 {
                     continue;
                 }
-                b.populate_both(&proxy, proto, size)?;
+                b.populate_all(proto, size)?;
                 for (w, n, runs) in samples.iter_mut() {
                     if w.proto != proto || w.size != size {
                         continue;
@@ -1410,60 +1583,123 @@ fn main_run(b: &Bench, workloads: &[Workload]) -> Result<MainResult, String> {
                         .as_ref()
                         .filter(|_| round == 0)
                         .map(|d| d.join(format!("perf-{}.data", w.name().replace(' ', "-"))));
-                    // Alternate the order so drift in machine load does not
-                    // always favour the same side.
-                    let (direct, proxied) = if round % 2 == 0 {
-                        let d = b.run_direct(w, *n)?;
-                        sampler.take_max();
-                        let p = b.run_proxied(&proxy, w, *n, perf_to)?;
-                        (d, p)
-                    } else {
-                        sampler.take_max();
-                        let p = b.run_proxied(&proxy, w, *n, perf_to)?;
-                        let d = b.run_direct(w, *n)?;
-                        (d, p)
-                    };
-                    let rss = sampler.take_max();
-                    rss_sampled = rss_sampled.max(rss);
-                    let ((dl, direct_us), px) = (direct, proxied);
-                    let pl = &px.load;
-                    for (side, l) in [("direct", &dl), ("proxied", pl)] {
-                        if let Some(note) = &l.note {
-                            eprintln!("bench: {} {side}: {note}", w.name());
+                    let mut sample = Sample::default();
+                    // Rotate the order so drift in machine load does not
+                    // always favour the same target.
+                    let mut this_round = order.clone();
+                    this_round.rotate_left(round % order.len());
+                    let mut ended: Vec<(Instant, usize)> = Vec::new();
+                    for t in this_round {
+                        if t == Target::Direct {
+                            let (dl, direct_us) = b.run_direct(w, *n)?;
+                            if let Some(note) = &dl.note {
+                                eprintln!("bench: {} direct: {note}", w.name());
+                            }
+                            sample.ops_direct = dl.ops_per_sec;
+                            sample.direct_us = direct_us;
+                            sample.p50_direct = dl.p50_ms;
+                            sample.p99_direct = dl.p99_ms;
+                            continue;
+                        }
+                        let Some(i) = hops.iter().position(|h| h.target == t) else {
+                            continue;
+                        };
+                        let hop = &hops[i];
+                        hop.sampler.take_max();
+                        let perf = if t == Target::Proxy {
+                            perf_to.clone()
+                        } else {
+                            None
+                        };
+                        let px = b.run_proxied(&hop.proxy, w, *n, perf)?;
+                        let rss = hop.sampler.take_max();
+                        ended.push((Instant::now(), i));
+                        if let Some(note) = &px.load.note {
+                            eprintln!("bench: {} {t:?}: {note}", w.name());
+                        }
+                        let pl = &px.load;
+                        match t {
+                            Target::Proxy => {
+                                rss_sampled = rss_sampled.max(rss);
+                                sample.ops_proxied = pl.ops_per_sec;
+                                sample.proxy_us = px.proxy_us;
+                                sample.backend_us = px.backend_us;
+                                sample.syscalls = px.syscalls;
+                                sample.p50_proxied = pl.p50_ms;
+                                sample.p99_proxied = pl.p99_ms;
+                                sample.rss_max = rss;
+                            }
+                            _ => {
+                                let run = HopRun {
+                                    ops: pl.ops_per_sec,
+                                    cpu_us: px.proxy_us,
+                                    syscalls: px.syscalls,
+                                    p50: pl.p50_ms,
+                                    p99: pl.p99_ms,
+                                    rss_max: rss,
+                                    rss_after: None,
+                                };
+                                if t == Target::Relay {
+                                    sample.relay = Some(run);
+                                } else {
+                                    sample.bin2 = Some(run);
+                                }
+                            }
                         }
                     }
+                    if *w == HEAVIEST {
+                        // Each process's RSS once it has been idle for
+                        // RSS_AFTER: what it gives back after the burst.
+                        for (at, i) in ended {
+                            let wait = (at + RSS_AFTER).saturating_duration_since(Instant::now());
+                            pause(wait)?;
+                            let hop = &hops[i];
+                            let now = status_bytes(hop.proxy.pid(), "VmRSS:");
+                            match hop.target {
+                                Target::Proxy => sample.rss_after = now,
+                                Target::Relay => {
+                                    if let Some(r) = sample.relay.as_mut() {
+                                        r.rss_after = now;
+                                    }
+                                }
+                                _ => {
+                                    if let Some(r) = sample.bin2.as_mut() {
+                                        r.rss_after = now;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let hop_us = |h: &Option<HopRun>| {
+                        h.as_ref().map_or(String::new(), |h| fmt_num(h.cpu_us, 2))
+                    };
                     eprintln!(
-                        "bench: round {}/{} {:<24} direct {:>8}/s  proxied {:>8}/s  proxy {:>6} us/req  backends {:>6} us/req",
+                        "bench: round {}/{} {:<24} direct {:>8}/s  proxied {:>8}/s  us/req: proxy {:>6} backends {:>6} relay {:>6} bin2 {:>6}",
                         round + 1,
                         o.rounds,
                         w.name(),
-                        fmt_ops(dl.ops_per_sec),
-                        fmt_ops(pl.ops_per_sec),
-                        fmt_num(px.proxy_us, 2),
-                        fmt_num(px.backend_us, 2)
+                        fmt_ops(sample.ops_direct),
+                        fmt_ops(sample.ops_proxied),
+                        fmt_num(sample.proxy_us, 2),
+                        fmt_num(sample.backend_us, 2),
+                        hop_us(&sample.relay),
+                        hop_us(&sample.bin2),
                     );
-                    runs.push(Sample {
-                        ops_direct: dl.ops_per_sec,
-                        ops_proxied: pl.ops_per_sec,
-                        proxy_us: px.proxy_us,
-                        backend_us: px.backend_us,
-                        direct_us,
-                        syscalls: px.syscalls,
-                        p50_proxied: pl.p50_ms,
-                        p99_proxied: pl.p99_ms,
-                        p50_direct: dl.p50_ms,
-                        p99_direct: dl.p99_ms,
-                        rss_max: rss,
-                    });
+                    runs.push(sample);
                 }
             }
         }
     }
-    let hwm = status_bytes(proxy.pid(), "VmHWM:").unwrap_or(0);
+    let hwm_of = |t: Target| {
+        hops.iter()
+            .find(|h| h.target == t)
+            .and_then(|h| status_bytes(h.proxy.pid(), "VmHWM:"))
+    };
     Ok(MainResult {
         samples,
-        hwm,
+        hwm: hwm_of(Target::Proxy).unwrap_or(0),
         rss_sampled,
+        bin2_hwm: hwm_of(Target::Bin2),
     })
 }
 
@@ -1518,17 +1754,65 @@ fn print_workload(w: &Workload, n: u64, runs: &[Sample], o: &Opts) {
     row("p99 ms proxied", &|s| s.p99_proxied, &d3);
     row("p50 ms direct", &|s| s.p50_direct, &d3);
     row("p99 ms direct", &|s| s.p99_direct, &d3);
-    row(
-        "proxy RSS MiB in run (pooled: min = round 1)",
-        &|s| mib(s.rss_max),
-        &|x| fmt_num(x, 1),
-    );
+    row("proxy RSS MiB in run", &|s| mib(s.rss_max), &|x| {
+        fmt_num(x, 1)
+    });
+    if runs.iter().any(|s| s.rss_after.is_some()) {
+        row(
+            "proxy RSS MiB 10 s after the run",
+            &|s| s.rss_after.map_or(f64::NAN, mib),
+            &|x| fmt_num(x, 1),
+        );
+    }
+    if runs.iter().any(|s| s.relay.is_some()) {
+        row(
+            "ops/s relay (L4, haproxy)",
+            &|s| relay_f(s, |h| h.ops),
+            &ops,
+        );
+        row("relay CPU us/req", &|s| relay_f(s, |h| h.cpu_us), &d3);
+        row("ratio proxy/relay CPU (per round)", &over_relay, &d2);
+        row(
+            "relay read+write syscalls/req",
+            &|s| relay_f(s, |h| h.syscalls),
+            &d3,
+        );
+        row("p50 ms relay", &|s| relay_f(s, |h| h.p50), &d3);
+        row("p99 ms relay", &|s| relay_f(s, |h| h.p99), &d3);
+    }
+    if runs.iter().any(|s| s.bin2.is_some()) {
+        row("ops/s bin2", &|s| bin2_f(s, |h| h.ops), &ops);
+        row("bin2 CPU us/req", &|s| bin2_f(s, |h| h.cpu_us), &d3);
+        row("ratio proxy/bin2 CPU (per round)", &over_bin2, &d2);
+        row(
+            "bin2 read+write syscalls/req",
+            &|s| bin2_f(s, |h| h.syscalls),
+            &d3,
+        );
+        row("p50 ms bin2", &|s| bin2_f(s, |h| h.p50), &d3);
+        row("p99 ms bin2", &|s| bin2_f(s, |h| h.p99), &d3);
+        row(
+            "bin2 RSS MiB in run",
+            &|s| bin2_f(s, |h| mib(h.rss_max)),
+            &|x| fmt_num(x, 1),
+        );
+        if runs.iter().any(|s| s.rss_after.is_some()) {
+            row(
+                "bin2 RSS MiB 10 s after the run",
+                &|s| bin2_f(s, |h| h.rss_after.map_or(f64::NAN, mib)),
+                &|x| fmt_num(x, 1),
+            );
+        }
+    }
 }
 
 fn print_overview(r: &MainResult) {
-    println!("\nOverview (medians; RSS r1: proxy MiB during the first round's run)");
     println!(
-        "  {:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>7} {:>15} {:>8}",
+        "\nOverview (medians; px/rl and px/b2: proxy CPU/req over the relay's and the second \
+         binary's, per round; RSS: proxy MiB during the run)"
+    );
+    println!(
+        "  {:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>6} {:>9} {:>6} {:>9} {:>7} {:>15} {:>7}",
         "workload",
         "direct/s",
         "proxied/s",
@@ -1536,15 +1820,19 @@ fn print_overview(r: &MainResult) {
         "proxy us",
         "backend",
         "px/be",
+        "relay us",
+        "px/rl",
+        "bin2 us",
+        "px/b2",
         "direct us",
         "sys/req",
         "p50/p99 ms prx",
-        "RSS r1"
+        "RSS"
     );
     for (w, _, runs) in &r.samples {
         let m = |f: &dyn Fn(&Sample) -> f64| spread(runs.iter().map(f)).med;
         println!(
-            "  {:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>7} {:>15} {:>8}",
+            "  {:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>6} {:>9} {:>6} {:>9} {:>7} {:>15} {:>7}",
             w.name(),
             fmt_ops(m(&|s| s.ops_direct)),
             fmt_ops(m(&|s| s.ops_proxied)),
@@ -1552,6 +1840,10 @@ fn print_overview(r: &MainResult) {
             fmt_num(m(&|s| s.proxy_us), 3),
             fmt_num(m(&|s| s.backend_us), 3),
             fmt_num(m(&|s| s.proxy_us / s.backend_us), 2),
+            fmt_num(m(&|s| relay_f(s, |h| h.cpu_us)), 3),
+            fmt_num(m(&over_relay), 2),
+            fmt_num(m(&|s| bin2_f(s, |h| h.cpu_us)), 3),
+            fmt_num(m(&over_bin2), 2),
             fmt_num(m(&|s| s.direct_us), 3),
             fmt_num(m(&|s| s.syscalls), 2),
             format!(
@@ -1559,11 +1851,212 @@ fn print_overview(r: &MainResult) {
                 fmt_num(m(&|s| s.p50_proxied), 2),
                 fmt_num(m(&|s| s.p99_proxied), 2)
             ),
-            // Buffers are pooled, never returned: later rounds only show the
-            // high-water mark of everything before, the first shows growth.
-            fmt_num(mib(runs.first().map_or(0, |s| s.rss_max)), 1),
+            fmt_num(m(&|s| mib(s.rss_max)), 1),
         );
     }
+}
+
+/// One row of the issue's table: the figure now (a range when it spans
+/// several workloads), the target, and whether the worst case meets it.
+struct IssueRow {
+    what: &'static str,
+    /// Per workload (or one value): the name and the median figure.
+    values: Vec<(String, f64)>,
+    unit: &'static str,
+    limit: f64,
+}
+
+/// The table of issue 18, straight from this run: each CPU row is the
+/// median over the rounds of the per-round ratio, per workload; a row over
+/// several workloads shows their range and passes when the worst meets the
+/// target.
+fn issue_rows(r: &MainResult) -> Vec<IssueRow> {
+    let med = |runs: &[Sample], f: &dyn Fn(&Sample) -> f64| spread(runs.iter().map(f)).med;
+    let pick = |depth: usize| -> Vec<(String, f64)> {
+        r.samples
+            .iter()
+            .filter(|(w, _, _)| w.size == SMALL && w.depth == depth && w.cmd != Cmd::Mget)
+            .map(|(w, _, runs)| (w.name(), med(runs, &over_relay)))
+            .collect()
+    };
+    let over_c: Vec<(String, f64)> = r
+        .samples
+        .iter()
+        .map(|(w, _, runs)| (w.name(), med(runs, &over_bin2)))
+        .collect();
+    let heavy = r.samples.iter().find(|(w, _, _)| *w == HEAVIEST);
+    let heavy_name = HEAVIEST.name();
+    let after: Vec<(String, f64)> = heavy
+        .map(|(_, _, runs)| {
+            vec![(
+                heavy_name.clone(),
+                med(runs, &|s| s.rss_after.map_or(f64::NAN, mib)),
+            )]
+        })
+        .unwrap_or_default();
+    let peak: Vec<(String, f64)> = heavy
+        .map(|(_, _, runs)| {
+            vec![(
+                heavy_name.clone(),
+                med(runs, &|s| mib(s.rss_max) / bin2_f(s, |h| mib(h.rss_max))),
+            )]
+        })
+        .unwrap_or_default();
+    vec![
+        IssueRow {
+            what: "32 B GET/SET depth 16: proxy CPU/request over the L4 relay's",
+            values: pick(16),
+            unit: "x",
+            limit: 1.2,
+        },
+        IssueRow {
+            what: "32 B GET/SET depth 1: over the L4 relay's",
+            values: pick(1),
+            unit: "x",
+            limit: 0.7,
+        },
+        IssueRow {
+            what: "every workload over C twemproxy's",
+            values: over_c,
+            unit: "x",
+            limit: 0.7,
+        },
+        IssueRow {
+            what: "RSS 10 s after the heaviest workload ends (MGET of 10 x 16 KiB, depth 16)",
+            values: after,
+            unit: " MiB",
+            limit: 16.0,
+        },
+        IssueRow {
+            what: "peak RSS in that workload over C's",
+            values: peak,
+            unit: "x",
+            limit: 0.5,
+        },
+    ]
+}
+
+/// Prints the issue's table; returns how many rows missed their target.
+fn print_issue_table(r: &MainResult, o: &Opts) -> usize {
+    let bin2 = o
+        .bin2
+        .as_ref()
+        .map_or("not run (set NUTCRACKER_BIN2)".to_string(), |b| {
+            format!(
+                "{} ({})",
+                b.display(),
+                tool_version(&b.to_string_lossy(), "-V")
+            )
+        });
+    let relay = o
+        .haproxy
+        .as_ref()
+        .map_or("not run (haproxy not found)".to_string(), |h| {
+            format!("{}, nbthread 1, mode tcp, roundrobin", h.display())
+        });
+    println!(
+        "\nIssue 18 summary (ratios within this run, medians over rounds of per-round ratios)"
+    );
+    println!("  L4 relay: {relay}");
+    println!("  C twemproxy (NUTCRACKER_BIN2): {bin2}");
+    println!(
+        "  | {:<74} | {:>13} | {:>10} | {:<4} |",
+        "", "now", "target", ""
+    );
+    println!("  | {:-<74} | {:->13} | {:->10} | {:-<4} |", "", "", "", "");
+    let rows = issue_rows(r);
+    let mut failed = 0;
+    for row in &rows {
+        let v: Vec<f64> = row
+            .values
+            .iter()
+            .map(|(_, x)| *x)
+            .filter(|x| x.is_finite())
+            .collect();
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        let decimals = if row.unit == "x" { 2 } else { 1 };
+        let now = if v.is_empty() {
+            "-".to_string()
+        } else if v.len() == 1 || fmt_num(lo, decimals) == fmt_num(hi, decimals) {
+            format!("{}{}", fmt_num(hi, decimals), row.unit)
+        } else {
+            format!(
+                "{}-{}{}",
+                fmt_num(lo, decimals),
+                fmt_num(hi, decimals),
+                row.unit
+            )
+        };
+        // Every workload the row covers must have its figure.
+        let complete = !v.is_empty() && v.len() == row.values.len();
+        let verdict = if !complete {
+            "n/a"
+        } else if hi <= row.limit {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        if verdict != "PASS" {
+            failed += 1;
+        }
+        println!(
+            "  | {:<74} | {:>13} | {:>10} | {:<4} |",
+            row.what,
+            now,
+            format!("<= {}{}", row.limit, row.unit),
+            verdict
+        );
+    }
+    // What the ranges are made of, with every round's ratio.
+    println!("\n  per workload: proxy CPU us/req, relay, bin2; ratios per round (median first)");
+    for (w, _, runs) in &r.samples {
+        let per_round = |f: &dyn Fn(&Sample) -> f64| -> String {
+            let v: Vec<String> = runs
+                .iter()
+                .map(f)
+                .filter(|x| x.is_finite())
+                .map(|x| fmt_num(x, 2))
+                .collect();
+            if v.is_empty() {
+                "-".into()
+            } else {
+                format!(
+                    "{} [{}]",
+                    fmt_num(spread(runs.iter().map(f)).med, 2),
+                    v.join(" ")
+                )
+            }
+        };
+        let med = |f: &dyn Fn(&Sample) -> f64| fmt_num(spread(runs.iter().map(f)).med, 3);
+        println!(
+            "    {:<24} proxy {:>7}  relay {:>7}  bin2 {:>7}  px/relay {:<22} px/bin2 {}",
+            w.name(),
+            med(&|s| s.proxy_us),
+            med(&|s| relay_f(s, |h| h.cpu_us)),
+            med(&|s| bin2_f(s, |h| h.cpu_us)),
+            per_round(&over_relay),
+            per_round(&over_bin2)
+        );
+    }
+    if let Some((_, _, runs)) = r.samples.iter().find(|(w, _, _)| *w == HEAVIEST) {
+        let med = |f: &dyn Fn(&Sample) -> f64| fmt_num(spread(runs.iter().map(f)).med, 1);
+        println!(
+            "    {} RSS MiB: proxy peak {} / 10 s after {}; bin2 peak {} / 10 s after {}; \
+             VmHWM over the run: proxy {}, bin2 {}",
+            HEAVIEST.name(),
+            med(&|s| mib(s.rss_max)),
+            med(&|s| s.rss_after.map_or(f64::NAN, mib)),
+            med(&|s| bin2_f(s, |h| mib(h.rss_max))),
+            med(&|s| bin2_f(s, |h| h.rss_after.map_or(f64::NAN, mib))),
+            fmt_num(mib(r.hwm), 1),
+            r.bin2_hwm.map_or("-".into(), |h| fmt_num(mib(h), 1)),
+        );
+    }
+    failed
 }
 
 /// A target of the performance issue, evaluated on this run's medians.
@@ -1959,6 +2452,24 @@ fn run(o: &Opts) -> Result<usize, String> {
         o.bin.display(),
         tool_version(&o.bin.to_string_lossy(), "-V")
     );
+    if let Some(b2) = &o.bin2 {
+        println!(
+            "  binary 2     {} ({}), in the same rounds",
+            b2.display(),
+            tool_version(&b2.to_string_lossy(), "-V")
+        );
+    }
+    println!(
+        "  L4 relay     {}",
+        o.haproxy.as_ref().map_or(
+            "none: haproxy not found (scripts/bench.sh installs it as root)".to_string(),
+            |h| format!(
+                "{} ({}), nbthread 1, mode tcp, roundrobin",
+                h.display(),
+                tool_version(&h.to_string_lossy(), "-v")
+            )
+        )
+    );
     println!(
         "  backends     {}; {}",
         tool_version("redis-server", "--version"),
@@ -2003,6 +2514,7 @@ fn run(o: &Opts) -> Result<usize, String> {
         }
         print_overview(&r);
         failed = print_checks(&checks(&r, o));
+        failed += print_issue_table(&r, o);
     }
     idle_memory(&b)?;
     if o.sweep {
@@ -2058,6 +2570,7 @@ mod self_test {
         keys_match_redis_benchmark();
         csv_columns_by_name();
         spread_median();
+        issue_rows_from_samples();
         println!("bench self-test: ok");
     }
 
@@ -2100,6 +2613,43 @@ mod self_test {
                  \"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
                  \"GET\",\"363636.38\",\"2.047\",\"0.072\",\"2.135\",\"5.103\",\"7.183\",\"7.287\"\n";
         assert_eq!(parse_csv(t), Ok((363636.38, 2.135, 7.183)));
+    }
+
+    fn issue_rows_from_samples() {
+        let relay = HopRun {
+            cpu_us: 2.0,
+            ..HopRun::default()
+        };
+        let samples = all_workloads()
+            .into_iter()
+            .map(|w| {
+                let s = Sample {
+                    proxy_us: 1.0,
+                    rss_max: 64 << 20,
+                    rss_after: (w == HEAVIEST).then_some(8 << 20),
+                    relay: Some(relay.clone()),
+                    ..Sample::default()
+                };
+                (w, 1, vec![s.clone(), s])
+            })
+            .collect();
+        let r = MainResult {
+            samples,
+            hwm: 0,
+            rss_sampled: 0,
+            bin2_hwm: None,
+        };
+        let rows = issue_rows(&r);
+        assert_eq!(rows.len(), 5);
+        // 32 B GET and SET of both protocols at depth 16, then at depth 1.
+        for row in &rows[..2] {
+            assert_eq!(row.values.len(), 4, "{}", row.what);
+            assert!(row.values.iter().all(|(_, v)| *v == 0.5));
+        }
+        // Without a second binary its rows have no figures.
+        assert!(rows[2].values.iter().all(|(_, v)| v.is_nan()));
+        assert_eq!(rows[3].values, vec![(HEAVIEST.name(), 8.0)]);
+        assert!(rows[4].values[0].1.is_nan());
     }
 
     fn spread_median() {

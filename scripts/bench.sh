@@ -4,9 +4,12 @@
 # itself is benches/bench.rs; it starts its own redis-server and memcached
 # processes on free loopback ports and stops them at the end.
 #
-# Needs redis-server, redis-benchmark (Debian package redis-tools) and
-# memcached; as root on Debian/Ubuntu they are installed with apt-get when
-# missing. Options: scripts/bench.sh --help
+# Needs redis-server, redis-benchmark (Debian package redis-tools),
+# memcached and haproxy (the L4 relay measured as the floor); as root on
+# Debian/Ubuntu they are installed with apt-get when missing. Without haproxy
+# the relay is left out of the report. NUTCRACKER_BIN2=/path/to/nutcracker
+# runs a second binary (e.g. C twemproxy) in the same rounds.
+# Options: scripts/bench.sh --help
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,6 +18,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+# Debian installs it in /usr/sbin, outside a normal user's PATH.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "bench: installing ${missing[*]}"

@@ -162,11 +162,15 @@ impl Context {
             let pending = !(self.resume.is_empty()
                 && self.dirty_clients.is_empty()
                 && self.dirty_servers.is_empty());
+            // Freed mbuf memory goes back to the kernel once a burst is
+            // over; until then the loop must wake up to look.
+            let trim = self.mbufs.idle_trim(self.now).unwrap_or(wake_every);
             let timeout = match self.timers.next_due() {
                 _ if pending => Duration::ZERO,
                 Some(t) => t.saturating_duration_since(Instant::now()).min(wake_every),
                 None => wake_every,
-            };
+            }
+            .min(trim);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);

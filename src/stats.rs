@@ -96,7 +96,8 @@ pub struct PoolSnap {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MbufSnap {
     pub chunk_size: usize,
-    /// Chunks allocated so far (in use plus free).
+    /// Chunks holding memory now (in use plus free; chunks beyond the reuse
+    /// pool's bound are given back, see `mbuf.rs`).
     pub allocated: usize,
     /// Chunks on the reuse list.
     pub free: usize,
