@@ -15,10 +15,7 @@
 //! When a package registry is unreachable the setup exits 75 and every test
 //! here prints "skipped: ..." and returns; any other setup failure fails.
 //!
-//! The proxy features these clients need are being built; a test whose
-//! feature the proxy lacks today is `#[ignore]`d with the feature named, and
-//! `cargo test --release --test clients -- --ignored` shows how far each
-//! gets. The `*_plain_*` tests run the same scripts straight against a plain
+//! The `*_plain_*` tests run the same scripts straight against a plain
 //! redis-server or memcached, where they must pass: that keeps the scripts
 //! themselves honest.
 
@@ -264,7 +261,6 @@ fn memcache_scripts_pass_against_plain_memcached() {
 // redis-py 8 (RESP3 by default)
 
 #[test]
-#[ignore = "needs RESP3 / HELLO 3 (issue 12)"]
 fn redis_py_sync_resp3_basics() {
     let pool = RedisPool::start();
     let args = ["--api", "sync", "--parser", "python", "--part", "basic"];
@@ -280,7 +276,6 @@ fn redis_py_sync_resp3_basics() {
 }
 
 #[test]
-#[ignore = "needs RESP3 / HELLO 3 (issue 12)"]
 fn redis_py_asyncio_resp3_basics() {
     let pool = RedisPool::start();
     let args = ["--api", "asyncio", "--parser", "python", "--part", "basic"];
@@ -294,7 +289,6 @@ fn redis_py_asyncio_resp3_basics() {
 }
 
 #[test]
-#[ignore = "needs RESP3 / HELLO 3 (issue 12)"]
 fn redis_py_hiredis_resp3_basics() {
     let pool = RedisPool::start();
     let args = ["--api", "sync", "--parser", "hiredis", "--part", "basic"];
@@ -309,7 +303,6 @@ fn redis_py_hiredis_resp3_basics() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and a local INFO / ECHO (issue 12)"]
 fn redis_py_info() {
     let pool = RedisPool::start();
     let args = ["--part", "info"];
@@ -320,7 +313,6 @@ fn redis_py_info() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and MULTI/EXEC on one server via hash tags (issue 12)"]
 fn redis_py_pipeline_transaction() {
     let pool = RedisPool::start();
     let args = ["--part", "transaction"];
@@ -335,7 +327,6 @@ fn redis_py_pipeline_transaction() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and SCRIPT LOAD on every server (issue 12)"]
 fn redis_py_lock() {
     let pool = RedisPool::start();
     let args = ["--part", "lock"];
@@ -350,7 +341,6 @@ fn redis_py_lock() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and SCRIPT LOAD/EXISTS/FLUSH on every server (issue 12)"]
 fn redis_py_script_after_flush() {
     let pool = RedisPool::start();
     let args = ["--part", "script"];
@@ -364,7 +354,6 @@ fn redis_py_script_after_flush() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and SCAN across the pool (issue 12)"]
 fn redis_py_scan_iter() {
     let pool = RedisPool::start();
     let args = ["--part", "scan"];
@@ -378,7 +367,6 @@ fn redis_py_scan_iter() {
 }
 
 #[test]
-#[ignore = "needs RESP3, INFO, MULTI/EXEC, SCRIPT LOAD and SCAN (issue 12)"]
 fn redis_py_asyncio_everything() {
     let pool = RedisPool::start();
     let args = ["--api", "asyncio", "--parser", "hiredis"];
@@ -393,7 +381,6 @@ fn redis_py_asyncio_everything() {
 }
 
 #[test]
-#[ignore = "needs RESP3, INFO, MULTI/EXEC, SCRIPT LOAD and SCAN (issue 12)"]
 fn redis_py_hiredis_everything() {
     let pool = RedisPool::start();
     let args = ["--api", "sync", "--parser", "hiredis"];
@@ -411,7 +398,6 @@ fn redis_py_hiredis_everything() {
 // coredis (RESP3 only)
 
 #[test]
-#[ignore = "needs RESP3 / HELLO 3 (issue 12)"]
 fn coredis_basics() {
     let pool = RedisPool::start();
     expect_pass(
@@ -421,7 +407,6 @@ fn coredis_basics() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and SCAN across the pool (issue 12)"]
 fn coredis_scan() {
     let pool = RedisPool::start();
     expect_pass(
@@ -434,7 +419,6 @@ fn coredis_scan() {
 // node-redis (npm `redis`, RESP3 by default)
 
 #[test]
-#[ignore = "needs RESP3 / HELLO 3 with SETNAME and a local CLIENT (issue 12)"]
 fn node_redis_basics() {
     let pool = RedisPool::start();
     expect_pass(
@@ -449,7 +433,6 @@ fn node_redis_basics() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and MULTI/EXEC on one server via hash tags (issue 12)"]
 fn node_redis_multi() {
     let pool = RedisPool::start();
     expect_pass(
@@ -463,7 +446,6 @@ fn node_redis_multi() {
 }
 
 #[test]
-#[ignore = "needs RESP3 and SCAN across the pool (issue 12)"]
 fn node_redis_scan_iterator() {
     let pool = RedisPool::start();
     expect_pass(
@@ -480,7 +462,6 @@ fn node_redis_scan_iterator() {
 // ready check sends INFO)
 
 #[test]
-#[ignore = "needs a local INFO for the ready check (issue 12)"]
 fn ioredis_ready_check_and_basics() {
     let pool = RedisPool::start();
     expect_pass(
@@ -490,7 +471,6 @@ fn ioredis_ready_check_and_basics() {
 }
 
 #[test]
-#[ignore = "needs a local INFO and MULTI/EXEC on one server (issue 12)"]
 fn ioredis_multi() {
     let pool = RedisPool::start();
     expect_pass(
@@ -500,7 +480,6 @@ fn ioredis_multi() {
 }
 
 #[test]
-#[ignore = "needs a local INFO for the ready check (issue 12)"]
 fn ioredis_pipeline_and_eval() {
     let pool = RedisPool::start();
     let args = ["--part", "pipeline", "--part", "eval"];
@@ -514,7 +493,6 @@ fn ioredis_pipeline_and_eval() {
 // redis-tools
 
 #[test]
-#[ignore = "needs inline commands (PING_INLINE) (issue 12)"]
 fn redis_benchmark_default_tests() {
     let pool = RedisPool::start();
     expect_pass(
@@ -527,7 +505,6 @@ fn redis_benchmark_default_tests() {
 }
 
 #[test]
-#[ignore = "needs inline commands (an empty line) and a local ECHO (issue 12)"]
 fn redis_cli_pipe() {
     let pool = RedisPool::start();
     expect_pass(
@@ -543,7 +520,6 @@ fn redis_cli_pipe() {
 // Two-key commands across servers
 
 #[test]
-#[ignore = "needs a cross-server error for COPY/LMOVE/RPOPLPUSH/SMOVE (issue 12)"]
 fn two_key_commands_across_servers_are_refused() {
     let pool = RedisPool::start();
     expect_pass(
@@ -562,7 +538,6 @@ fn two_key_commands_across_servers_are_refused() {
 // memcached
 
 #[test]
-#[ignore = "needs a local memcache `stats` (issue 12)"]
 fn memcached_node_stats_then_get() {
     let pool = MemcachePool::start();
     expect_pass(
@@ -575,7 +550,6 @@ fn memcached_node_stats_then_get() {
 }
 
 #[test]
-#[ignore = "needs memcache flush_all on every server (issue 12)"]
 fn memcached_node_flush() {
     let pool = MemcachePool::start();
     expect_pass(
@@ -588,7 +562,6 @@ fn memcached_node_flush() {
 }
 
 #[test]
-#[ignore = "needs memcache flush_all on every server (issue 12)"]
 fn python_memcached_flush_all() {
     let pool = MemcachePool::start();
     expect_pass(
@@ -601,7 +574,6 @@ fn python_memcached_flush_all() {
 }
 
 #[test]
-#[ignore = "needs memcache flush_all on every server and a local `stats` (issue 12)"]
 fn memcflush_and_memcstat() {
     let pool = MemcachePool::start();
     expect_pass(
