@@ -56,9 +56,10 @@ dflt=$(eval_default DEFAULTS)
 sh -n "$init" || fail "init script: syntax"
 ok "init script: DAEMON=$daemon CONFFILE=$conffile defaults=$dflt"
 
-# Every Exec*= command of the unit is the installed binary, and its
+# Every Exec*= command of the unit is the installed binary (or kill, for
+# reload), and its
 # configuration the installed one.
-execs=$(sed -n 's/^Exec[A-Za-z]*=-\{0,1\}\([^ ]*\).*/\1/p' "$unit" | sort -u)
+execs=$(sed -n 's/^Exec[A-Za-z]*=-\{0,1\}\([^ ]*\).*/\1/p' "$unit" | grep -v '^/bin/kill$' | sort -u)
 [ "$execs" = /usr/bin/nutcracker ] || fail "unit Exec*= commands: $execs"
 grep -qx 'Environment=CONFFILE=/etc/nutcracker/nutcracker.yml' "$unit" || fail "unit CONFFILE"
 grep -qx 'EnvironmentFile=-/etc/default/nutcracker' "$unit" || fail "unit EnvironmentFile"

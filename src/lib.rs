@@ -12,7 +12,6 @@ pub mod conn;
 pub mod core;
 pub mod daemon;
 pub mod fragment;
-pub mod fuzzcheck;
 pub mod hashkit;
 pub mod id;
 pub mod inbuf;

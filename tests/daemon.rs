@@ -502,6 +502,13 @@ fn init_script_start_reload_status_stop() {
     let (code, text) = init_script(&s, "configtest");
     assert_eq!(code, Some(0), "configtest: {text}");
 
+    // reload: checked with -t, then SIGUSR1; the same process goes on.
+    let (code, text) = init_script(&s, "reload");
+    assert_eq!(code, Some(0), "reload: {text}");
+    wait_for_text(&s.log, "reloaded configuration from");
+    assert_eq!(read_pidfile(&s.pid), Some(pid));
+    assert!(alive(pid));
+
     let (code, text) = init_script(&s, "stop");
     assert_eq!(code, Some(0), "stop: {text}");
     assert!(!alive(pid), "stopped");

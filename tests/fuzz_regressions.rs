@@ -1,5 +1,5 @@
 //! Replays fuzzing inputs through the fuzz targets' own invariant checks
-//! (`nutcracker::fuzzcheck`) in plain `cargo test`, so a crash found once
+//! (`fuzz/check.rs`, included here as a module) in plain `cargo test`, so a crash found once
 //! stays fixed without libFuzzer installed.
 //!
 //! For each target, every file in `tests/fuzz_regressions/<target>/` (the
@@ -8,7 +8,10 @@
 //! [`KNOWN_OPEN`] reproduce a bug in a parser that is not fixed yet: they
 //! must still fail, so that fixing the bug forces removing the entry.
 
-use nutcracker::fuzzcheck;
+#[path = "../fuzz/check.rs"]
+#[allow(dead_code)]
+mod fuzzcheck;
+
 use nutcracker::proto::redis::request::{Progress, ReqParser};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -140,5 +143,64 @@ fn refused_inputs_stay_refused() {
             }
         };
         assert_eq!(format!("{outcome:?}"), format!("Error({want})"), "{name}");
+    }
+}
+
+/// Random concatenations of memcached request fragments (tokens, line ends,
+/// whole requests) through the fuzz target's checks: a cheap sweep of the
+/// combinations a fuzzer finds first, run in every `cargo test`.
+#[test]
+fn memcache_request_fragment_mixes() {
+    let frags: &[&[u8]] = &[
+        &b"get"[..],
+        b"gets",
+        b"gat",
+        b"set",
+        b"cas",
+        b"incr",
+        b"touch",
+        b"delete",
+        b"version",
+        b"quit",
+        b"stats",
+        b"flush_all",
+        b"GET",
+        b" ",
+        b"  ",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b"\0",
+        b"k",
+        b"key",
+        b"0",
+        b"1",
+        b"3",
+        b"-",
+        b"+",
+        b"-1",
+        b"99999999999",
+        b"noreply",
+        b"x",
+        b"\xff",
+        b"get k\r\n",
+        b"set k 0 0 1\r\nx\r\n",
+        b"delete k noreply\r\n",
+        b"incr k 5\r\n",
+        b"cas k 1 2 0 3\r\n\r\n",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let mut input = Vec::new();
+        for _ in 0..next() % 16 {
+            input.extend_from_slice(frags[(next() % frags.len() as u64) as usize]);
+        }
+        fuzzcheck::memcache_request(&input);
     }
 }

@@ -1,12 +1,16 @@
 //! Fuzzes the YAML configuration loader (`Conf::parse_bytes` /
-//! `parse_str`) with the invariant checks of `nutcracker::fuzzcheck::config`,
+//! `parse_str`) with the invariant checks of `fuzz/check.rs` (`config`),
 //! which the regression test `tests/fuzz_regressions.rs` also runs on saved
 //! crash inputs.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nutcracker::fuzzcheck::{self, Options};
+#[path = "../check.rs"]
+#[allow(dead_code)]
+mod fuzzcheck;
+
+use fuzzcheck::Options;
 use std::sync::LazyLock;
 
 /// Strict unless `NUTCRACKER_FUZZ_ALLOW` relaxes a check (see fuzz/README.md).

@@ -1,11 +1,15 @@
 //! Fuzzes the redis request parser (`ReqParser`) with the invariant checks of
-//! `nutcracker::fuzzcheck::redis_request`, which the regression test
+//! `fuzz/check.rs` (`redis_request`), which the regression test
 //! `tests/fuzz_regressions.rs` also runs on saved crash inputs.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nutcracker::fuzzcheck::{self, Options};
+#[path = "../check.rs"]
+#[allow(dead_code)]
+mod fuzzcheck;
+
+use fuzzcheck::Options;
 use std::sync::LazyLock;
 
 /// Strict unless `NUTCRACKER_FUZZ_ALLOW` relaxes a check (see fuzz/README.md).

@@ -1,5 +1,7 @@
-//! Invariant checks shared by the fuzz targets (`fuzz/`) and the crash
-//! regression test (`tests/fuzz_regressions.rs`).
+//! Invariant checks shared by the fuzz targets (`fuzz/fuzz_targets/`) and
+//! the crash regression test (`tests/fuzz_regressions.rs`), which both
+//! include this file as a module: it is test tooling, not part of the
+//! library's API, and it reaches the parsers through their public paths.
 //!
 //! Each public function takes arbitrary bytes, runs one parser over them
 //! and **panics** with a description when the parser breaks a promise; a
@@ -25,12 +27,12 @@
 //! that what it accepts is sorted and complete, and that every error it
 //! reports fits on one line.
 
-use crate::conf::{self, Conf, ConfError};
-use crate::proto::memcache::request::{self as mcreq, McCmd, McKey, McReqParser};
-use crate::proto::memcache::response::{self as mcrsp, McRspKind, McRspParser, McValue};
-use crate::proto::redis::command::Cmd;
-use crate::proto::redis::request::{self as req, Arg, ReqParser};
-use crate::proto::redis::response::{self as rsp, RspKind, RspParser};
+use nutcracker::conf::{self, Conf, ConfError};
+use nutcracker::proto::memcache::request::{self as mcreq, McCmd, McKey, McReqParser};
+use nutcracker::proto::memcache::response::{self as mcrsp, McRspKind, McRspParser, McValue};
+use nutcracker::proto::redis::command::Cmd;
+use nutcracker::proto::redis::request::{self as req, Arg, ReqParser};
+use nutcracker::proto::redis::response::{self as rsp, RspKind, RspParser};
 use std::cmp::Ordering;
 use std::fmt::Debug;
 
