@@ -327,7 +327,7 @@ fn bad_configs() -> Vec<(String, &'static str, Option<usize>)> {
         ),
         ("- alpha\n".to_string(), "has sequence at depth 0 instead of 2", None),
         (
-            format!("{POOL_HEAD}{ONE_SERVER}  sentinels:\n   - 127.0.0.1:26379:1\n"),
+            format!("{POOL_HEAD}{ONE_SERVER}  replicas:\n   - 127.0.0.1:26379:1\n"),
             "has more than one sequence directive",
             None,
         ),
