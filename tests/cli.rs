@@ -19,6 +19,8 @@ const DESCRIBE: &str = "pool stats:
   server_ejects       \"# times backend server was ejected\"
   forward_error       \"# times we encountered a forwarding error\"
   fragments           \"# fragments created from a multi-vector request\"
+  sentinel_connected  \"1 when connected to a redis sentinel, else 0\"
+  master_switches     \"# master address changes learnt from sentinels\"
 
 server stats:
   server_eof          \"# eof on server connections\"
