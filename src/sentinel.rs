@@ -752,9 +752,10 @@ fn decode(p: &RspParser, raw: &[u8], base: u64) -> Reply {
     };
     let whole = slice(p.start, base + raw.len() as u64);
     match p.kind {
-        RspKind::Error => {
-            Reply::Error(String::from_utf8_lossy(line_text(whole).unwrap_or_default()).into_owned())
-        }
+        // Escaped: a sentinel's words go into log lines.
+        RspKind::Error => Reply::Error(crate::conf::one_line(&String::from_utf8_lossy(
+            line_text(whole).unwrap_or_default(),
+        ))),
         RspKind::Status | RspKind::Integer | RspKind::Bulk => {
             Reply::Value(string_value(whole).map(<[u8]>::to_vec))
         }

@@ -568,7 +568,7 @@ fn layout_before_traffic_is_exact() {
         .collect();
     let want = format!(
         "{{\"service\":\"nutcracker\", \"source\":\"{}\", \"version\":\"{}\", \"uptime\":{uptime}, \
-         \"timestamp\":{ts}, \"total_connections\":3, \"curr_connections\":3, \
+         \"timestamp\":{ts}, \"total_connections\":3, \"curr_connections\":3, \"reloads\":0, \"reload_failures\":0, \
          \"mbuf_chunk_size\":1024, \"mbuf_allocated\":0, \"mbuf_free\":0, \"mbuf_bytes\":0, {}}}\n",
         hostname(),
         env!("CARGO_PKG_VERSION"),
