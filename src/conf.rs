@@ -55,6 +55,21 @@ pub struct ServerConf {
     pub yaml_index: usize,
 }
 
+/// One `sentinels:` entry: a Redis Sentinel the pool asks where its masters
+/// are (see `sentinel.rs`). Written `host:port:weight`; the weight is read
+/// and ignored, as twemproxy's notes describe the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConf {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for SentinelConf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConf {
     pub name: String,
@@ -80,6 +95,12 @@ pub struct PoolConf {
     pub reuseport: bool,
     /// Sorted by name, length first then bytes (docs/compatibility.md §4.5).
     pub servers: Vec<ServerConf>,
+    /// Redis Sentinels that know the masters (empty: none). With any, each
+    /// server's name is its master name and its address is only where to
+    /// start until a sentinel answers.
+    pub sentinels: Vec<SentinelConf>,
+    /// AUTH on the sentinel connections.
+    pub sentinel_auth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,6 +419,14 @@ const ROOT_DEPTH: usize = 1;
 fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfError> {
     let mut depth = 0usize;
     let mut seq = false;
+    // Our one addition to the structure: a pool may have a `sentinels:`
+    // sequence besides its `servers:` one. `key` is the directive name
+    // being read at depth 2; `sentinels_seq` whether that sequence was seen.
+    let mut key: Option<&str> = None;
+    let mut sentinels_seq = false;
+    let mut other_seq = false;
+    // Inside a sequence now: a nested one is never allowed.
+    let mut open_seq = false;
     let mut count = [0u32; MAX_DEPTH + 1];
     let mut pool_line = None;
     let err = |line: Option<usize>, what: String| ConfError {
@@ -435,6 +464,8 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                         ));
                     }
                     seq = false;
+                    sentinels_seq = false;
+                    other_seq = false;
                 }
                 depth = depth.saturating_sub(1);
                 if let Some(c) = count.get_mut(depth) {
@@ -442,7 +473,9 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                 }
             }
             Event::SequenceStart(..) => {
-                if seq {
+                let sentinels = depth == MAX_DEPTH && here == 1 && key == Some("sentinels");
+                let taken = if sentinels { sentinels_seq } else { other_seq };
+                if seq && (taken || open_seq || depth != MAX_DEPTH) {
                     return Err(err(line, "has more than one sequence directive".into()));
                 }
                 if depth != MAX_DEPTH {
@@ -458,13 +491,20 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                     ));
                 }
                 seq = true;
+                open_seq = true;
+                if sentinels {
+                    sentinels_seq = true;
+                } else {
+                    other_seq = true;
+                }
             }
             Event::SequenceEnd => {
+                open_seq = false;
                 if let Some(c) = count.get_mut(depth) {
                     *c = 0;
                 }
             }
-            Event::Scalar(..) => {
+            Event::Scalar(value, ..) => {
                 if depth == 0 {
                     return Err(err(
                         line,
@@ -483,6 +523,9 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                         *c = 0;
                     }
                     *c += 1;
+                    if depth == MAX_DEPTH && *c == 1 {
+                        key = Some(value.as_str());
+                    }
                 }
                 if depth == ROOT_DEPTH {
                     pool_line = line;
@@ -525,8 +568,11 @@ struct RawPool {
     server_failure_limit: Option<u32>,
     tcpkeepalive: Option<bool>,
     reuseport: Option<bool>,
-    /// With the line each server was written on.
-    servers: Vec<(ServerConf, usize)>,
+    /// With the line each server was written on, and whether it was
+    /// given a name.
+    servers: Vec<(ServerConf, usize, bool)>,
+    sentinels: Vec<(SentinelConf, usize)>,
+    sentinel_auth: Option<(String, usize)>,
 }
 
 /// Walks the (structurally valid) events and applies each directive in file
@@ -663,9 +709,17 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
         "servers" => {
             let yaml_index = pool.servers.len();
             let server = parse_server(value, yaml_index).map_err(fail)?;
-            pool.servers.push((server, line));
+            // `pname` is the line without its name, so shorter when named.
+            let named = server.pname.len() < value.len();
+            pool.servers.push((server, line, named));
             Ok(())
         }
+        "sentinels" => {
+            let sentinel = parse_sentinel(value).map_err(fail)?;
+            pool.sentinels.push((sentinel, line));
+            Ok(())
+        }
+        "sentinel_auth" => once(&mut pool.sentinel_auth, Ok((value.to_string(), line))),
         _ => Err("is unknown"),
     };
     done.map_err(fail)
@@ -868,6 +922,30 @@ fn parse_server(value: &str, yaml_index: usize) -> Result<ServerConf, &'static s
     })
 }
 
+const BAD_SENTINEL: &str = "has an invalid \"hostname:port:weight\" format string";
+
+/// A `sentinels:` line: `host:port:weight`, parsed from the right like a
+/// server line; the weight must be a number and is then ignored. Host
+/// names are resolved at each connect, as for servers.
+fn parse_sentinel(value: &str) -> Result<SentinelConf, &'static str> {
+    if value.contains(char::is_whitespace) || value.starts_with('/') {
+        return Err(BAD_SENTINEL);
+    }
+    let (rest, weight) = value.rsplit_once(':').ok_or(BAD_SENTINEL)?;
+    let (host, port) = rest.rsplit_once(':').ok_or(BAD_SENTINEL)?;
+    if host.is_empty() || host.contains('\0') {
+        return Err(BAD_SENTINEL);
+    }
+    parse_number(weight)
+        .ok_or("has an invalid weight in \"hostname:port:weight\" format string")?;
+    let port =
+        parse_port(port).ok_or("has an invalid port in \"hostname:port:weight\" format string")?;
+    Ok(SentinelConf {
+        host: host.to_string(),
+        port,
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Stage 5: per-pool and cross-pool validation
 
@@ -917,6 +995,13 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             "directive \"redis_auth:\" is only valid for a redis pool".into(),
         ));
     }
+    check_sentinels(
+        &raw.name,
+        &raw.servers,
+        &raw.sentinels,
+        &raw.sentinel_auth,
+        redis,
+    )?;
     let mut servers = raw.servers;
     if servers.is_empty() {
         // nutcracker 0.5.0 only logs this and runs a pool that fails every
@@ -926,9 +1011,9 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             format!("pool '{}' has no servers", raw.name),
         ));
     }
-    servers.sort_by(|(a, _), (b, _)| name_cmp(&a.name, &b.name));
+    servers.sort_by(|(a, ..), (b, ..)| name_cmp(&a.name, &b.name));
     for pair in servers.windows(2) {
-        if let [(a, a_line), (b, b_line)] = pair {
+        if let [(a, a_line, _), (b, b_line, _)] = pair {
             if a.name == b.name {
                 return Err(ConfError::at(
                     (*a_line).max(*b_line),
@@ -968,13 +1053,60 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             .unwrap_or(DEFAULT_SERVER_FAILURE_LIMIT),
         tcpkeepalive: raw.tcpkeepalive.unwrap_or(false),
         reuseport: raw.reuseport.unwrap_or(false),
-        servers: servers.into_iter().map(|(server, _)| server).collect(),
+        servers: servers.into_iter().map(|(server, ..)| server).collect(),
+        sentinels: raw.sentinels.into_iter().map(|(s, _)| s).collect(),
+        sentinel_auth: raw.sentinel_auth.map(|(auth, _)| auth),
     };
     Ok(Checked {
         pool,
         name_line: raw.line,
         listen_line,
     })
+}
+
+/// `sentinels:` and `sentinel_auth:` (our additions): only in a redis pool,
+/// no address twice, and every server named, since the name is the master
+/// name the sentinels are asked about.
+fn check_sentinels(
+    pool: &str,
+    servers: &[(ServerConf, usize, bool)],
+    sentinels: &[(SentinelConf, usize)],
+    auth: &Option<(String, usize)>,
+    redis: bool,
+) -> Result<(), ConfError> {
+    if let (true, Some((_, line))) = (sentinels.is_empty(), auth) {
+        return Err(ConfError::at(
+            *line,
+            "directive \"sentinel_auth:\" is only valid with \"sentinels:\"".into(),
+        ));
+    }
+    let Some((_, first)) = sentinels.first() else {
+        return Ok(());
+    };
+    if !redis {
+        return Err(ConfError::at(
+            *first,
+            "directive \"sentinels:\" is only valid for a redis pool".into(),
+        ));
+    }
+    for (i, (s, line)) in sentinels.iter().enumerate() {
+        if sentinels.iter().take(i).any(|(t, _)| t == s) {
+            return Err(ConfError::at(
+                *line,
+                format!("pool '{pool}' has sentinel '{s}' twice"),
+            ));
+        }
+    }
+    if let Some((s, line, _)) = servers.iter().find(|(.., named)| !named) {
+        return Err(ConfError::at(
+            *line,
+            format!(
+                "pool '{pool}' uses sentinels, so server '{}' needs a name: the master name the sentinels know (\"host:port:weight name\")",
+                s.pname
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn finish(raw: Vec<RawPool>, path: &str) -> Result<Conf, ConfError> {
@@ -1406,13 +1538,13 @@ mod tests {
     #[test]
     fn msg_unknown() {
         assert_eq!(
-            directive_error("  hash: md5\n  sentinels: x\n"),
-            (Some(4), directive("sentinels", "is unknown"))
+            directive_error("  hash: md5\n  replicas: x\n"),
+            (Some(4), directive("replicas", "is unknown"))
         );
         // A sequence of the wrong name is unknown too when it is the only one.
         assert_eq!(
-            fails("p:\n  listen: 127.0.0.1:22121\n  sentinels:\n   - 127.0.0.1:1:1\n"),
-            (Some(4), directive("sentinels", "is unknown"))
+            fails("p:\n  listen: 127.0.0.1:22121\n  replicas:\n   - 127.0.0.1:1:1\n"),
+            (Some(4), directive("replicas", "is unknown"))
         );
     }
 
@@ -1829,13 +1961,26 @@ mod tests {
     fn msg_more_than_one_sequence() {
         assert_eq!(
             fails(&format!(
-                "{}  sentinels:\n   - 127.0.0.1:26379:1\n",
+                "{}  replicas:\n   - 127.0.0.1:26379:1\n",
                 pool("")
             )),
             (
                 Some(6),
                 "'t.yml' has more than one sequence directive".into()
             )
+        );
+        // `sentinels:` is the one sequence allowed besides `servers:`, once.
+        let two = "  sentinels:\n   - 127.0.0.1:26379:1\n  sentinels:\n   - 127.0.0.1:26380:1\n";
+        assert_eq!(
+            fails(&format!("{}{two}", pool("  redis: true\n"))).1,
+            "'t.yml' has more than one sequence directive"
+        );
+        assert_eq!(
+            fails(
+                "p:\n  listen: 127.0.0.1:1\n  sentinels:\n   - a\n   - sentinels\n   - - a:1:1\n"
+            )
+            .1,
+            "'t.yml' has more than one sequence directive"
         );
         assert_eq!(
             fails("p:\n  listen: 127.0.0.1:1\n  servers:\n   - - a:1:1\n").1,
@@ -1904,6 +2049,145 @@ mod tests {
                 .as_deref(),
             Some("pw")
         );
+    }
+
+    /// A redis pool with sentinels; `extra` goes between `redis:` and the
+    /// lists (first extra line is line 4); servers are named.
+    fn sentinel_pool(extra: &str, sentinels: &[&str]) -> String {
+        let mut t = format!(
+            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n{extra}  servers:\n   - 127.0.0.1:6379:1 m1\n   - 127.0.0.1:6380:1 m2\n  sentinels:\n"
+        );
+        for s in sentinels {
+            t.push_str(&format!("   - {s}\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn sentinels_are_read() {
+        let conf = parse(&sentinel_pool(
+            "  sentinel_auth: spw\n",
+            &["127.0.0.1:26379:1", "localhost:26380:7"],
+        ))
+        .unwrap();
+        let p = &conf.pools[0];
+        assert_eq!(
+            p.sentinels,
+            vec![
+                SentinelConf {
+                    host: "127.0.0.1".into(),
+                    port: 26379
+                },
+                SentinelConf {
+                    host: "localhost".into(),
+                    port: 26380
+                }
+            ]
+        );
+        assert_eq!(p.sentinel_auth.as_deref(), Some("spw"));
+        assert_eq!(p.servers[0].name, "m1");
+        assert_eq!(p.sentinels[1].to_string(), "localhost:26380");
+        // Either list may come first; a lone scalar is one sentinel.
+        let first = "p:\n  redis: true\n  sentinels:\n   - 127.0.0.1:26379:1\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:6379:1 m\n";
+        assert_eq!(parse(first).unwrap().pools[0].sentinels.len(), 1);
+        let scalar = "p:\n  redis: true\n  sentinels: 127.0.0.1:26379:1\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:6379:1 m\n";
+        assert_eq!(parse(scalar).unwrap().pools[0].sentinels.len(), 1);
+        // Without the key nothing changes.
+        assert!(one("").sentinels.is_empty());
+        assert_eq!(one("").sentinel_auth, None);
+    }
+
+    #[test]
+    fn msg_sentinel_addresses() {
+        let bad = directive(
+            "sentinels",
+            "has an invalid \"hostname:port:weight\" format string",
+        );
+        for addr in [
+            "127.0.0.1:26379",
+            "26379",
+            ":26379:1",
+            "/tmp/s:1",
+            "\"a:1:1 x\"",
+        ] {
+            assert_eq!(
+                fails(&sentinel_pool("", &[addr])),
+                (Some(8), bad.clone()),
+                "{addr}"
+            );
+        }
+        assert_eq!(
+            fails(&sentinel_pool("", &["127.0.0.1:0:1"])),
+            (
+                Some(8),
+                directive(
+                    "sentinels",
+                    "has an invalid port in \"hostname:port:weight\" format string"
+                )
+            )
+        );
+        assert_eq!(
+            fails(&sentinel_pool("", &["127.0.0.1:26379:x"])).1,
+            directive(
+                "sentinels",
+                "has an invalid weight in \"hostname:port:weight\" format string"
+            )
+        );
+        // The second occurrence is the one pointed at.
+        assert_eq!(
+            fails(&sentinel_pool(
+                "",
+                &[
+                    "127.0.0.1:26379:1",
+                    "127.0.0.1:26380:1",
+                    "127.0.0.1:26379:2"
+                ]
+            )),
+            (
+                Some(10),
+                "pool 'p' has sentinel '127.0.0.1:26379' twice".into()
+            )
+        );
+    }
+
+    #[test]
+    fn msg_sentinel_misplaced() {
+        let memcache = "p:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:6379:1 m\n  sentinels:\n   - 127.0.0.1:26379:1\n";
+        assert_eq!(
+            fails(memcache),
+            (
+                Some(6),
+                "directive \"sentinels:\" is only valid for a redis pool".into()
+            )
+        );
+        assert_eq!(
+            directive_error("  redis: true\n  sentinel_auth: pw\n"),
+            (
+                Some(4),
+                "directive \"sentinel_auth:\" is only valid with \"sentinels:\"".into()
+            )
+        );
+        assert_eq!(
+            fails(&sentinel_pool(
+                "  sentinel_auth: a\n  sentinel_auth: b\n",
+                &["h:1:1"]
+            )),
+            (Some(5), directive("sentinel_auth", "is a duplicate"))
+        );
+    }
+
+    #[test]
+    fn msg_sentinel_pool_needs_named_servers() {
+        let text = "p:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1 m\n   - 127.0.0.1:6380:1\n  sentinels:\n   - 127.0.0.1:26379:1\n";
+        let (line, msg) = fails(text);
+        assert_eq!(line, Some(6));
+        assert!(
+            msg.starts_with("pool 'p' uses sentinels, so server '127.0.0.1:6380:1' needs a name"),
+            "{msg}"
+        );
+        // A trailing space is no name either.
+        let text = text.replace("127.0.0.1:6380:1\n", "\"127.0.0.1:6380:1 \"\n");
+        assert!(fails(&text).1.contains("needs a name"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Connection objects kept in the context's arena: pool listeners, clients
-//! and server connections. A connection's [`ConnId`] is also its mio token.
+//! Connection objects kept in the context's arena: pool listeners, clients,
+//! server connections and sentinel connections (`sentinel.rs`). A connection's [`ConnId`] is also its mio token.
 
 use crate::id::Id;
 use crate::inbuf::InBuf;
@@ -19,6 +19,7 @@ pub enum Conn {
     Listener(ListenerConn),
     Client(ClientConn),
     Server(ServerConn),
+    Sentinel(crate::sentinel::SentinelConn),
 }
 
 pub struct ListenerConn {

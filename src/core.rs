@@ -20,7 +20,8 @@
 //! `client.rs` reads, parses and writes replies back, `plan.rs` decides
 //! (local reply, one server, fragments), `request.rs` carries the decision
 //! out and owns the request lifecycle, `server.rs` talks to the backends,
-//! `fragment.rs` merges split replies, `reload.rs` swaps the topology.
+//! `fragment.rs` merges split replies, `reload.rs` swaps the topology,
+//! `sentinel.rs` follows Redis Sentinel's master changes.
 
 use crate::conf::Conf;
 use crate::conn::{Conn, ConnId};
@@ -92,6 +93,8 @@ pub struct Context {
     pub reload_failures: u64,
     /// When the engine started (INFO's uptime).
     pub started: Instant,
+    /// The sentinel clients of the pools with `sentinels:`.
+    pub sentinels: crate::sentinel::Sentinels,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -107,6 +110,7 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     )?;
     ctx.stats = Some(stats);
     ctx.preconnect_all();
+    ctx.sentinel_sync();
     ctx.listen_all()?;
     // Listeners count as connections from the start.
     ctx.publish_stats();
@@ -150,6 +154,7 @@ impl Context {
             reloads: 0,
             reload_failures: 0,
             started: now,
+            sentinels: Default::default(),
         };
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)
@@ -283,6 +288,7 @@ impl Context {
                     self.dirty_servers.push(id);
                 }
             }
+            Some(Conn::Sentinel(_)) => self.sentinel_event(id, readable, hup, writable),
             // Closed earlier in this batch (the generation tells).
             None => {}
         }
@@ -337,6 +343,7 @@ impl Context {
                     }
                     self.accept(lid);
                 }
+                TimerEvent::Sentinel(pid, at) => self.sentinel_tick(pid, at),
             }
         }
         if fired {
@@ -405,6 +412,7 @@ impl Context {
             Some(Conn::Listener(l)) => registry.register(l.sock.source(), tok, Interest::READABLE),
             Some(Conn::Client(c)) => registry.register(c.sock.source(), tok, interest),
             Some(Conn::Server(s)) => registry.register(s.sock.source(), tok, interest),
+            Some(Conn::Sentinel(s)) => registry.register(s.sock.source(), tok, interest),
             None => Ok(()),
         }
     }
@@ -415,6 +423,7 @@ impl Context {
             Conn::Listener(l) => registry.deregister(l.sock.source()),
             Conn::Client(c) => registry.deregister(c.sock.source()),
             Conn::Server(s) => registry.deregister(s.sock.source()),
+            Conn::Sentinel(s) => registry.deregister(s.sock.source()),
         };
     }
 

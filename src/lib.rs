@@ -25,6 +25,7 @@ pub mod plan;
 pub mod proto;
 pub mod reload;
 pub mod request;
+pub mod sentinel;
 pub mod server;
 pub mod signal;
 pub mod stats;

@@ -25,7 +25,9 @@ use crate::conn::{Conn, ConnId};
 use crate::core::Context;
 use crate::listener;
 use crate::net::Listener;
-use crate::topology::{connection_settings_changed, same_server, PoolId, Server, ServerId};
+use crate::topology::{
+    connection_settings_changed, same_master, same_server, PoolId, Server, ServerId,
+};
 use std::collections::HashMap;
 
 /// How one configured pool relates to the running ones.
@@ -204,6 +206,7 @@ impl Context {
         self.topo.generation += 1;
         self.max_clients = self.client_limit();
         self.timers.prune();
+        self.sentinel_sync();
         Ok(format!(
             "{} pools, added: {}, removed: {}, changed: {}",
             self.topo.order.len(),
@@ -249,9 +252,10 @@ impl Context {
         let mut servers: Vec<ServerId> = Vec::with_capacity(conf.servers.len());
         for sc in &conf.servers {
             let found = old_servers.iter().copied().find(|&s| {
-                self.topo
-                    .server(s)
-                    .is_some_and(|srv| same_server(&srv.conf, sc) && !servers.contains(&s))
+                self.topo.server(s).is_some_and(|srv| {
+                    (same_server(&srv.conf, sc) || same_master(srv, sc, &conf))
+                        && !servers.contains(&s)
+                })
             });
             let id = match found {
                 Some(s) => {

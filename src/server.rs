@@ -136,7 +136,7 @@ impl Context {
         };
         let keepalive = pool.conf.tcpkeepalive;
         let (auth, db) = (pool.conf.redis_auth.clone(), pool.conf.redis_db);
-        let sock = match &srv.conf.addr {
+        let sock = match srv.addr() {
             ServerAddr::Tcp { host, port } => {
                 let addr = match (host.as_str(), *port)
                     .to_socket_addrs()
@@ -631,7 +631,13 @@ impl Context {
                 self.fail_request(mid, errno);
             }
         }
-        self.server_failed(s);
+        // A draining connection was made to an address or under settings
+        // that no longer hold (a reload, a master switch): its failure says
+        // nothing about the server as it is now, so it does not count
+        // toward an ejection.
+        if !c.draining {
+            self.server_failed(s);
+        }
         self.server_gone_check(s);
     }
 

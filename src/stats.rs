@@ -83,7 +83,7 @@ pub struct ServerSnap {
     pub values: Vec<i64>,
 }
 
-/// One pool: values in [`POOL_METRICS`] order (6 values), servers in the
+/// One pool: values in [`POOL_METRICS`] order, servers in the
 /// order given (the engine gives them in the C order, docs/compatibility.md §10.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSnap {
@@ -1165,13 +1165,13 @@ mod tests {
             + "{\"service\":\"nutcracker\", \"source\":\"host-1\", \"version\":\"0.5.0\", \"uptime\":42, "
             + "\"timestamp\":1700000000, \"total_connections\":17, \"curr_connections\":5, "
             + "\"alpha\": {\"client_eof\":1, \"client_err\":2, \"client_connections\":3, \"server_ejects\":4, "
-            + "\"forward_error\":5, \"fragments\":6, "
+            + "\"forward_error\":5, \"fragments\":6, \"sentinel_connected\":0, \"master_switches\":0, "
             + &server_json("127.0.0.1:6379", 100)
             + ","
             + &server_json("127.0.0.1:6380", 200)
             + "},"
             + "\"beta\": {\"client_eof\":7, \"client_err\":8, \"client_connections\":9, \"server_ejects\":10, "
-            + "\"forward_error\":11, \"fragments\":-12, "
+            + "\"forward_error\":11, \"fragments\":-12, \"sentinel_connected\":0, \"master_switches\":0, "
             + &server_json("cache1", 300)
             + ","
             + &server_json("cache2", 400)
@@ -1212,7 +1212,7 @@ mod tests {
             pools: vec![PoolSnap::zeroed("p", &[])],
             ..Snapshot::default()
         };
-        assert!(render_json(&snap, "h", "v", 0, 0).ends_with("\"fragments\":0}}\n"));
+        assert!(render_json(&snap, "h", "v", 0, 0).ends_with("\"master_switches\":0}}\n"));
         // Short value vectors read as zeros instead of breaking the layout.
         let snap = Snapshot {
             pools: vec![PoolSnap {
@@ -1282,10 +1282,10 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         // HELP and TYPE once per family; one sample per pool / server.
-        assert_eq!(text.matches("# TYPE ").count(), 4 + 2 + 4 + 6 + 13);
-        assert_eq!(text.matches("# HELP ").count(), 4 + 2 + 4 + 6 + 13);
+        assert_eq!(text.matches("# TYPE ").count(), 4 + 2 + 4 + 8 + 13);
+        assert_eq!(text.matches("# HELP ").count(), 4 + 2 + 4 + 8 + 13);
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 4 + 2 + 4 + 6 * 2 + 13 * 4);
+        assert_eq!(samples, 4 + 2 + 4 + 8 * 2 + 13 * 4);
         assert!(text.ends_with('\n'));
         // Without mbuf figures the mbuf families are left out.
         let plain = render_prometheus(&two_by_two(), "h", "v", 0);

@@ -15,7 +15,7 @@
 //! called when a server is ejected, when its retry time comes (a timer
 //! event), and when a reload changes the pool.
 
-use crate::conf::{PoolConf, ServerConf};
+use crate::conf::{PoolConf, ServerAddr, ServerConf};
 use crate::conn::ConnId;
 use crate::hashkit::{self, Selector, ServerSpec};
 use crate::id::{Arena, Id};
@@ -50,6 +50,9 @@ pub struct Server {
     pub stats: ServerStats,
     /// Left its pool in a reload: no new requests; dropped once drained.
     pub detached: bool,
+    /// Where a sentinel says this master is (`sentinels:` pools); new
+    /// connections go there instead of `conf.addr`.
+    pub master: Option<ServerAddr>,
 }
 
 impl Server {
@@ -63,7 +66,13 @@ impl Server {
             next_retry: None,
             stats: ServerStats::default(),
             detached: false,
+            master: None,
         }
+    }
+
+    /// The address new connections go to.
+    pub fn addr(&self) -> &ServerAddr {
+        self.master.as_ref().unwrap_or(&self.conf.addr)
     }
 }
 
@@ -187,7 +196,11 @@ impl Topology {
         self.order
             .iter()
             .filter_map(|&p| self.pools.get(p))
-            .map(|p| p.conf.server_connections as usize * p.servers.len() + 1)
+            .map(|p| {
+                // Two sentinel connections per pool that has sentinels.
+                let sentinel = if p.conf.sentinels.is_empty() { 0 } else { 2 };
+                p.conf.server_connections as usize * p.servers.len() + 1 + sentinel
+            })
             .sum()
     }
 }
@@ -197,6 +210,16 @@ impl Topology {
 /// reload (its position in the YAML list does not matter).
 pub fn same_server(a: &ServerConf, b: &ServerConf) -> bool {
     a.name == b.name && a.addr == b.addr && a.weight == b.weight && a.pname == b.pname
+}
+
+/// In a pool that follows sentinels, a server whose master a sentinel has
+/// located is the same backend across a reload when its name and weight
+/// are: its configured address is only where it started.
+pub fn same_master(srv: &Server, b: &ServerConf, pool: &PoolConf) -> bool {
+    !pool.sentinels.is_empty()
+        && srv.master.is_some()
+        && srv.conf.name == b.name
+        && srv.conf.weight == b.weight
 }
 
 /// Settings under which an existing server connection was set up; when one

@@ -19,6 +19,8 @@ const DESCRIBE: &str = "pool stats:
   server_ejects       \"# times backend server was ejected\"
   forward_error       \"# times we encountered a forwarding error\"
   fragments           \"# fragments created from a multi-vector request\"
+  sentinel_connected  \"1 when connected to a redis sentinel, else 0\"
+  master_switches     \"# master address changes learnt from sentinels\"
 
 server stats:
   server_eof          \"# eof on server connections\"
@@ -345,7 +347,7 @@ fn bad_configs() -> Vec<(String, &'static str, Option<usize>)> {
         ),
         ("- alpha\n".to_string(), "has sequence at depth 0 instead of 2", None),
         (
-            format!("{POOL_HEAD}{ONE_SERVER}  sentinels:\n   - 127.0.0.1:26379:1\n"),
+            format!("{POOL_HEAD}{ONE_SERVER}  replicas:\n   - 127.0.0.1:26379:1\n"),
             "has more than one sequence directive",
             None,
         ),

@@ -21,14 +21,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
-/// Pool metrics in docs/compatibility.md §10.2 order.
-const POOL_METRICS: [&str; 6] = [
+/// Pool metrics in docs/compatibility.md §10.2 order, then ours (Redis Sentinel, issue 16).
+const POOL_METRICS: [&str; 8] = [
     "client_eof",
     "client_err",
     "client_connections",
     "server_ejects",
     "forward_error",
     "fragments",
+    "sentinel_connected",
+    "master_switches",
 ];
 
 /// Server metrics in docs/compatibility.md §10.2 order.

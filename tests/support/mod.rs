@@ -513,6 +513,150 @@ pub fn locate(backends: &[&Redis], key: &[u8]) -> Vec<usize> {
 }
 
 // ---------------------------------------------------------------------------
+// redis sentinel
+
+/// A `redis-server <conf> --sentinel` on a free loopback port, monitoring
+/// the given masters with short timeouts (down after 1 s, failover timeout
+/// 5 s), killed on drop. Its conf file lives in its own temp dir, since a
+/// sentinel rewrites it.
+pub struct Sentinel {
+    child: ChildGuard,
+    port: u16,
+    password: Option<String>,
+    dir: TempDir,
+}
+
+impl Sentinel {
+    /// Monitors each `(name, master)` with quorum `quorum`. `auth_pass`
+    /// is the masters' password; `password` the sentinel's own.
+    pub fn start(
+        masters: &[(&str, &Redis)],
+        quorum: u32,
+        auth_pass: Option<&str>,
+        password: Option<&str>,
+    ) -> Sentinel {
+        let dir = TempDir::new("sentinel");
+        let mut why = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let log = dir.join(&format!("sentinel-{port}.log"));
+            let mut conf = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile {}\n",
+                path_str(dir.path()),
+                path_str(&log)
+            );
+            if let Some(pw) = password {
+                let _ = writeln!(conf, "requirepass {pw}");
+            }
+            for (name, m) in masters {
+                let _ = writeln!(
+                    conf,
+                    "sentinel monitor {name} 127.0.0.1 {} {quorum}",
+                    m.port()
+                );
+                let _ = writeln!(conf, "sentinel down-after-milliseconds {name} 1000");
+                let _ = writeln!(conf, "sentinel failover-timeout {name} 5000");
+                let _ = writeln!(conf, "sentinel parallel-syncs {name} 1");
+                if let Some(pw) = auth_pass {
+                    let _ = writeln!(conf, "sentinel auth-pass {name} {pw}");
+                }
+            }
+            let file = dir.write(&format!("sentinel-{port}.conf"), &conf);
+            let child = Command::new("redis-server")
+                .arg(path_str(&file))
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server --sentinel");
+            let mut child = ChildGuard::new(child, false);
+            match wait_listening(&mut child, &[port]) {
+                Ok(()) => {
+                    return Sentinel {
+                        child,
+                        port,
+                        password: password.map(str::to_string),
+                        dir,
+                    }
+                }
+                Err(e) => why = format!("{e}; log:\n{}", tail(&log, 20)),
+            }
+        }
+        panic!("redis sentinel did not start: {why}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The proxy's `sentinels:` line for it: `127.0.0.1:<port>:1`.
+    pub fn line(&self) -> String {
+        format!("127.0.0.1:{}:1", self.port)
+    }
+
+    /// Kills the sentinel now.
+    pub fn kill(&mut self) {
+        self.child.stop();
+    }
+
+    /// A raw connection, authenticated when the sentinel has a password.
+    pub fn raw(&self) -> RawConn {
+        let mut c = RawConn::connect(self.port);
+        if let Some(pw) = &self.password {
+            assert_eq!(c.call(&["AUTH", pw.as_str()]), Resp::ok());
+        }
+        c
+    }
+
+    /// The port of master `name` as this sentinel sees it.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        match self
+            .raw()
+            .call(&["SENTINEL", "get-master-addr-by-name", name])
+        {
+            Resp::Array(Some(v)) => match v.get(1) {
+                Some(Resp::Bulk(Some(p))) => String::from_utf8_lossy(p).parse().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// How many replicas of `name` this sentinel knows in a good state,
+    /// and how many other sentinels.
+    pub fn known(&self, name: &str) -> (usize, usize) {
+        let mut c = self.raw();
+        let good = |r: Resp| {
+            match r {
+            Resp::Array(Some(v)) => v
+                .iter()
+                .filter(|entry| {
+                    let Resp::Array(Some(kv)) = entry else {
+                        return false;
+                    };
+                    kv.chunks(2).any(|p| {
+                        p.first() == Some(&Resp::bulk("flags"))
+                            && matches!(p.get(1), Some(Resp::Bulk(Some(f))) if !f.windows(4).any(|w| w == b"down") && !f.windows(4).any(|w| w == b"disc"))
+                    })
+                })
+                .count(),
+            _ => 0,
+        }
+        };
+        let replicas = good(c.call(&["SENTINEL", "REPLICAS", name]));
+        let sentinels = good(c.call(&["SENTINEL", "SENTINELS", name]));
+        (replicas, sentinels)
+    }
+
+    /// `SENTINEL FAILOVER <name>`, which must be accepted.
+    pub fn failover(&self, name: &str) {
+        let r = self.raw().call(&["SENTINEL", "FAILOVER", name]);
+        assert_eq!(r, Resp::ok(), "SENTINEL FAILOVER {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // memcached
 
 /// A `memcached` on a free loopback TCP port (UDP off), killed on drop.
@@ -638,6 +782,8 @@ pub struct PoolConf {
     /// Other directives, written in order as `key: value` (values verbatim,
     /// so quote them yourself where YAML needs it: `"\"{}\""`).
     pub opts: Vec<(String, String)>,
+    /// `sentinels:` lines (`host:port:weight`), written after the servers.
+    pub sentinels: Vec<String>,
 }
 
 impl PoolConf {
@@ -648,6 +794,7 @@ impl PoolConf {
             redis,
             servers: Vec::new(),
             opts: Vec::new(),
+            sentinels: Vec::new(),
         }
     }
 
@@ -677,6 +824,12 @@ impl PoolConf {
         self
     }
 
+    /// Adds a `sentinels:` line verbatim (`host:port:weight`).
+    pub fn sentinel(mut self, line: &str) -> PoolConf {
+        self.sentinels.push(line.to_string());
+        self
+    }
+
     /// `hash_tag: "<tag>"`
     pub fn hash_tag(self, tag: &str) -> PoolConf {
         self.opt("hash_tag", &format!("\"{tag}\""))
@@ -692,6 +845,12 @@ impl PoolConf {
         y.push_str("  servers:\n");
         for s in &self.servers {
             let _ = writeln!(y, "   - {s}");
+        }
+        if !self.sentinels.is_empty() {
+            y.push_str("  sentinels:\n");
+            for s in &self.sentinels {
+                let _ = writeln!(y, "   - {s}");
+            }
         }
         y
     }
