@@ -1315,8 +1315,15 @@ mod tests {
                 assert!(!line.starts_with('#'), "{line}");
             }
         }
-        assert_eq!(families, 4 + 2 + 4 + 6 + 13);
-        assert_eq!(text.matches(" counter\n").count(), 1 + 2 + 5 + 7);
+        assert_eq!(families, 4 + 2 + 4 + POOL_METRICS.len() + 13);
+        let pool_counters = POOL_METRICS
+            .iter()
+            .filter(|m| m.kind == MetricKind::Counter)
+            .count();
+        assert_eq!(
+            text.matches(" counter\n").count(),
+            1 + 2 + pool_counters + 7
+        );
     }
 
     #[test]

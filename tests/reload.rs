@@ -173,9 +173,12 @@ fn unchanged_servers_keep_connections_and_counters() {
     }
     let kept = r[0].addr();
     let gone = r[1].addr();
-    let json = p.stats();
-    let requests_before = server_stat(&json, &kept, "requests");
-    assert!(requests_before > 0, "{json}");
+    // Figures are published every interval (-i 100).
+    assert!(wait_until(WAIT, || {
+        let j = p.stats();
+        server_stat(&j, &kept, "requests") + server_stat(&j, &gone, "requests") >= 200
+    }));
+    let requests_before = server_stat(&p.stats(), &kept, "requests");
     let line = p.reload(&yaml(&[(&after, port)]));
     assert!(line.contains("changed: alpha"), "{line}");
     // The departed server's connection closes; the kept one's stays.
