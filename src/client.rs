@@ -254,14 +254,10 @@ impl Context {
             if !m.done {
                 return true;
             }
-            let len = m.rsp_len();
-            let left = len - c.wsent.min(len);
-            if n < left {
-                c.wsent += n;
+            if !c.wsent.advance(&m.rsp, &mut n) {
                 return false;
             }
-            n -= left;
-            c.wsent = 0;
+            c.wsent = Default::default();
             c.outq.pop_front();
             c.held = c.held.saturating_sub(m.held);
             if c.paused && c.held <= CLIENT_MAX_HELD / 2 && c.outq.len() <= CLIENT_MAX_QUEUED / 2 {

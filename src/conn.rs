@@ -43,8 +43,8 @@ pub struct ClientConn {
     pub rx: ClientRx,
     /// Requests in arrival order; replies are written in this order.
     pub outq: VecDeque<MsgId>,
-    /// Bytes of the front message's reply already written.
-    pub wsent: usize,
+    /// How much of the front message's reply is written.
+    pub wsent: crate::msg::WriteCursor,
     /// The client closed its side: close once every reply is written.
     pub eof: bool,
     /// Stop reading: a QUIT or a protocol error is queued, or the client's
@@ -77,8 +77,8 @@ pub struct ServerConn {
     pub inq: VecDeque<MsgId>,
     /// Requests written, awaiting their reply, in order.
     pub outq: VecDeque<MsgId>,
-    /// Bytes of the front message of `inq` already written.
-    pub wsent: usize,
+    /// How much of the front message of `inq` is written.
+    pub wsent: crate::msg::WriteCursor,
     pub connected: bool,
     /// Takes no new request (its server left the pool, or the settings it
     /// was set up with changed): closed once its queues are empty.

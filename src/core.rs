@@ -26,7 +26,7 @@ use crate::conf::Conf;
 use crate::conn::{Conn, ConnId};
 use crate::id::Arena;
 use crate::mbuf::MbufPool;
-use crate::msg::{Frag, Msg, MsgId, Origin};
+use crate::msg::{Frag, Msg, MsgId, Origin, SegCursor, WriteCursor};
 use crate::net::{IoVecs, IovBuf};
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use crate::timer::{TimerEvent, Timers};
@@ -467,8 +467,19 @@ pub struct FragScratch {
     pub servers: Vec<ServerId>,
     /// The fragments made, with their servers.
     pub children: Vec<(MsgId, ServerId)>,
-    /// Per fragment: the next reply element to take when merging.
-    pub next: Vec<usize>,
+    /// Per fragment: the next reply element to take when merging, and
+    /// where in its reply's segments the walk stands.
+    pub next: Vec<(usize, SegCursor)>,
+    /// Key indices grouped by fragment (a counting sort of `key_child`),
+    /// and where each fragment's run begins: building every fragment
+    /// reads each key once, not once per fragment.
+    pub order: Vec<u32>,
+    pub run_start: Vec<usize>,
+    /// Fragment index + 1 of each server, by server slot (0: none yet);
+    /// reset after each split.
+    pub slot_child: Vec<u32>,
+    /// Fill positions of the counting sort.
+    pub fill: Vec<usize>,
 }
 
 /// Gives a drained work list's capacity back to `slot` unless new work was
@@ -492,17 +503,18 @@ pub enum Side {
     Reply,
 }
 
-/// Fills `iov` with the bytes `queue` has to send, less the first `skip`
-/// already written, up to [`IOV_MAX`] segments.
+/// Fills `iov` with the bytes `queue` has to send, the front message from
+/// `sent` on (what is already written of it), up to [`IOV_MAX`] segments.
+/// The cost is the segments gathered, never the ones already written.
 pub fn gather<'a>(
     msgs: &'a Arena<Msg>,
     mbufs: &'a MbufPool,
     queue: &VecDeque<MsgId>,
-    mut skip: usize,
+    sent: WriteCursor,
     side: Side,
     iov: &mut IoVecs<'a>,
 ) {
-    for &mid in queue {
+    for (qi, &mid) in queue.iter().enumerate() {
         let Some(m) = msgs.get(mid) else {
             continue;
         };
@@ -511,14 +523,18 @@ pub fn gather<'a>(
             Side::Reply if m.done => &m.rsp,
             Side::Reply => return,
         };
-        for seg in segs {
+        let (first, mut skip) = if qi == 0 {
+            (sent.seg, sent.off)
+        } else {
+            (0, 0)
+        };
+        for seg in segs.get(first..).unwrap_or_default() {
             let b = mbufs.bytes(seg);
-            if skip >= b.len() {
-                skip -= b.len();
+            let b = b.get(skip.min(b.len())..).unwrap_or_default();
+            skip = 0;
+            if b.is_empty() {
                 continue;
             }
-            let b = b.get(skip..).unwrap_or_default();
-            skip = 0;
             iov.push(b);
             if iov.len() == IOV_MAX {
                 return;

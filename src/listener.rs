@@ -187,7 +187,7 @@ impl Context {
                 pool: pid,
                 rx: ClientRx::default(),
                 outq: VecDeque::new(),
-                wsent: 0,
+                wsent: Default::default(),
                 eof: false,
                 closing: false,
                 authed: false,

@@ -167,7 +167,7 @@ impl Context {
             rx: ServerRx::default(),
             inq: VecDeque::new(),
             outq: VecDeque::new(),
-            wsent: 0,
+            wsent: Default::default(),
             connected: false,
             draining: false,
         };
@@ -290,14 +290,14 @@ impl Context {
                 return;
             };
             let Some(&mid) = c.inq.front() else { return };
-            let len = self.msgs.get(mid).map_or(0, |m| m.req_len);
-            let left = len - c.wsent.min(len);
-            if n < left {
-                c.wsent += n;
+            let (len, written) = match self.msgs.get(mid) {
+                Some(m) => (m.req_len, c.wsent.advance(&m.req, &mut n)),
+                None => (0, true),
+            };
+            if !written {
                 return;
             }
-            n -= left;
-            c.wsent = 0;
+            c.wsent = Default::default();
             c.inq.pop_front();
             let s = c.server;
             let (noreply, internal) = self
@@ -366,6 +366,9 @@ impl Context {
                     break;
                 }
                 let (n, prog) = if redis {
+                    if rx.redis.is_idle() {
+                        rx.redis.want_elems = self.front_is_fragment(sk);
+                    }
                     rx.redis.feed(data, base)
                 } else {
                     let (n, p) = rx.mc.feed(data, base);
@@ -424,6 +427,18 @@ impl Context {
             }
             self.server_close(sk, errno, false);
         }
+    }
+
+    /// Whether the next reply on `sk` answers a fragment (whose reply's
+    /// elements the merge needs).
+    fn front_is_fragment(&self, sk: ConnId) -> bool {
+        let Some(Conn::Server(c)) = self.conns.get(sk) else {
+            return false;
+        };
+        c.outq
+            .front()
+            .and_then(|&mid| self.msgs.get(mid))
+            .is_some_and(|m| m.parent().is_some())
     }
 
     /// A whole reply `reply.start..end` arrived: hand it to the request it

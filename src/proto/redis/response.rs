@@ -63,8 +63,12 @@ pub struct RspParser {
     pub integer: Option<i64>,
     /// Element count of a top-level array (-1: null array).
     pub count: i64,
-    /// Top-level array elements as (start, end) offsets.
+    /// Top-level array elements as (start, end) offsets, recorded only
+    /// while [`want_elems`](Self::want_elems) is set: only a fragment's
+    /// reply is taken apart, and an unsplit reply of millions of elements
+    /// should cost its bytes, not 16 more per element.
     pub elems: Vec<(u64, u64)>,
+    pub want_elems: bool,
     prefix: [u8; PREFIX_MAX],
     prefix_len: usize,
     line_ok: bool,
@@ -86,6 +90,7 @@ impl Default for RspParser {
             integer: None,
             count: 0,
             elems: Vec::new(),
+            want_elems: true,
             prefix: [0; PREFIX_MAX],
             prefix_len: 0,
             line_ok: true,
@@ -324,7 +329,7 @@ impl RspParser {
             if depth == 0 {
                 return Some(end);
             }
-            if depth == 1 {
+            if depth == 1 && self.want_elems {
                 self.elems.push((self.elem_start, end));
             }
             let top = self.stack.last_mut()?;
