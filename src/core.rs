@@ -73,6 +73,16 @@ pub struct Context {
     pub dirty_servers: Vec<ConnId>,
     /// Paused clients that drained enough to be read again.
     pub resume: Vec<ConnId>,
+    /// Connections whose last turn ended on its work budget with input
+    /// left (client.rs, server.rs): read again in the next iteration,
+    /// after every connection with an event had its turn. The loop polls
+    /// without waiting while this is not empty: mio is edge-triggered and
+    /// would not report bytes already waiting.
+    pub ready_again: Vec<ConnId>,
+    /// Bytes held in incomplete requests, over all clients, and the most
+    /// allowed (see `client.rs`, [`crate::client::partial_budget`]).
+    pub partial_bytes: u64,
+    pub partial_budget: u64,
     /// Reused `writev` vector.
     pub iov: IovBuf,
     /// Scratch space for keys that span two mbufs.
@@ -136,6 +146,9 @@ impl Context {
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
             resume: Vec::new(),
+            ready_again: Vec::new(),
+            partial_bytes: 0,
+            partial_budget: crate::client::partial_budget(),
             iov: IovBuf::with_capacity(IOV_MAX),
             key_scratch: Vec::new(),
             settings,
@@ -155,8 +168,14 @@ impl Context {
     fn run_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         let wake_every = Duration::from_millis(self.settings.stats_interval_ms.max(1));
+        let mut again: Vec<ConnId> = Vec::new();
         loop {
-            let pending = !(self.resume.is_empty()
+            // The turns owed from the last iteration, taken before the poll
+            // so that a connection queued again in this one waits for the
+            // next: every ready connection gets a turn in between.
+            std::mem::swap(&mut again, &mut self.ready_again);
+            let pending = !(again.is_empty()
+                && self.resume.is_empty()
                 && self.dirty_clients.is_empty()
                 && self.dirty_servers.is_empty());
             let timeout = match self.timers.next_due() {
@@ -185,6 +204,7 @@ impl Context {
                     ev.is_writable(),
                 );
             }
+            self.take_turns(&mut again);
             self.flush_dirty();
             self.fire_timers();
             // Only when the self-pipe fired: draining it is a system call.
@@ -248,6 +268,31 @@ impl Context {
         }
     }
 
+    /// Gives each connection of `again` (queued by the last iteration) its
+    /// next turn of reading, then empties the list.
+    fn take_turns(&mut self, again: &mut Vec<ConnId>) {
+        for &k in again.iter() {
+            match self.conns.get_mut(k) {
+                Some(Conn::Client(c)) => {
+                    c.again = false;
+                    let hup = c.hup;
+                    self.client_read(k, hup);
+                }
+                Some(Conn::Server(c)) => {
+                    c.again = false;
+                    let hup = c.hup;
+                    self.server_read(k, hup);
+                }
+                Some(Conn::Listener(l)) => {
+                    l.again = false;
+                    self.accept(k);
+                }
+                None => {}
+            }
+        }
+        again.clear();
+    }
+
     /// `hup`: the peer closed or the socket failed; reads then go on until
     /// the end is seen (a short read is not taken as "nothing more").
     fn handle_event(&mut self, id: ConnId, readable: bool, hup: bool, writable: bool) {
@@ -266,6 +311,9 @@ impl Context {
                 }
             }
             Some(Conn::Server(s)) => {
+                if hup {
+                    s.hup = true;
+                }
                 if !s.connected && (readable || writable) {
                     self.server_connect_done(id);
                 }

@@ -92,6 +92,9 @@ pub struct Msg {
     pub elems: Vec<(u32, u32)>,
     /// memcached fragments: the key of each VALUE block in `elems`.
     pub val_keys: Vec<(u32, u32)>,
+    /// A fragment: the most elements its reply's array may announce (the
+    /// keys it asked for); a backend announcing more is failed.
+    pub reply_elems: u32,
     /// Integer value of a fragment's reply (DEL and friends).
     pub integer: Option<i64>,
     /// The reply is not what a fragment of this kind expects.
@@ -144,6 +147,7 @@ impl Msg {
             rsp: Vec::new(),
             elems: Vec::new(),
             val_keys: Vec::new(),
+            reply_elems: 0,
             integer: None,
             bad_reply: false,
             origin: Origin::Orphan,

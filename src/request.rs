@@ -201,7 +201,11 @@ impl Context {
         let nkeys = (args.len() - 1) / step;
         let mut fs = std::mem::take(&mut self.frag_scratch);
         fs.key_server.clear();
-        for i in 0..nkeys {
+        // Keys routed while the request was read (client.rs, `preroute`).
+        if rx.routed.len() == nkeys && rx.routed_gen == self.topo.generation {
+            fs.key_server.extend_from_slice(&rx.routed);
+        }
+        for i in fs.key_server.len()..nkeys {
             let Some(a) = args.get(1 + i * step) else {
                 break;
             };
@@ -259,6 +263,7 @@ impl Context {
                 len += (last.end() - first.start) as usize;
             }
             m.req_len = len;
+            m.reply_elems = run.len() as u32;
             fs.children.push((child, s));
         }
         self.start_fragments(mid, pid, frag, &fs.children);

@@ -10,9 +10,14 @@
 const KEEP_ELEMS: usize = 1024;
 /// Deepest array nesting accepted from a backend.
 pub const MAX_DEPTH: usize = 512;
-/// Bounds on announced sizes, as redis' own client protocol limits.
+/// Bounds on announced sizes. A bulk as redis' own `proto-max-bulk-len`.
 pub const MAX_BULK: i64 = 512 * 1024 * 1024;
-pub const MAX_ELEMS: i64 = i32::MAX as i64;
+/// The most elements an array may announce: 128 Mi, two orders of
+/// magnitude above the most items a request may have (1 Mi), and as many
+/// as the smallest elements (`:1\r\n`) fit in the reply size limit the
+/// proxy applies (1 GiB, `server.rs`). A backend announcing more
+/// (`*2147483647`) is failed at once instead of being read for gigabytes.
+pub const MAX_ELEMS: i64 = 128 * 1024 * 1024;
 /// Bytes of an error/status line kept for inspection.
 pub const PREFIX_MAX: usize = 16;
 
@@ -69,6 +74,9 @@ pub struct RspParser {
     /// should cost its bytes, not 16 more per element.
     pub elems: Vec<(u64, u64)>,
     pub want_elems: bool,
+    /// The most elements the top-level array may announce (a fragment's
+    /// reply has one per key asked); more is refused as [`Progress::Error`].
+    pub max_count: i64,
     prefix: [u8; PREFIX_MAX],
     prefix_len: usize,
     line_ok: bool,
@@ -91,6 +99,7 @@ impl Default for RspParser {
             count: 0,
             elems: Vec::new(),
             want_elems: true,
+            max_count: MAX_ELEMS,
             prefix: [0; PREFIX_MAX],
             prefix_len: 0,
             line_ok: true,
@@ -239,6 +248,9 @@ impl RspParser {
                     let n = if self.neg { -1 } else { self.num };
                     if self.cur == b'*' {
                         if self.top() {
+                            if n > self.max_count {
+                                return (i, Progress::Error);
+                            }
                             self.count = n;
                         }
                         if n > 0 {
