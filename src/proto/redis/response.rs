@@ -433,6 +433,28 @@ mod tests {
     }
 
     #[test]
+    fn announced_counts_are_bounded() {
+        // More than any reply may announce: refused on the header.
+        assert!(parse_all(b"*2147483647\r\n:1\r\n", 100).is_err());
+        assert!(parse_all(format!("*{}\r\n", MAX_ELEMS + 1).as_bytes(), 100).is_err());
+        // A fragment's reply may announce at most the keys it asked.
+        let mut p = RspParser::new();
+        p.max_count = 2;
+        assert_eq!(p.feed(b"*3\r\n", 0).1, Progress::Error);
+        let mut p = RspParser::new();
+        p.max_count = 2;
+        let (_, prog) = p.feed(b"*2\r\n:1\r\n:2\r\n", 0);
+        assert_eq!(prog, Progress::Complete(12));
+        assert_eq!(p.elems.len(), 2);
+        // Elements are recorded only when asked for.
+        let mut p = RspParser::new();
+        p.want_elems = false;
+        let (_, prog) = p.feed(b"*2\r\n:1\r\n:2\r\n", 0);
+        assert_eq!(prog, Progress::Complete(12));
+        assert!(p.elems.is_empty());
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(parse_all(b"hello\r\n", 100).is_err());
         assert!(parse_all(b":abc\r\n", 100).is_err());
