@@ -33,4 +33,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --release
-exec cargo bench --bench bench -- "$@"
+cargo bench --bench bench -- "$@"
+# Issue 17: one huge client or one flooding backend against everyone else
+# (wall-clock figures, kept out of the test suite).
+exec cargo bench --bench adversarial

@@ -12,7 +12,18 @@ use crate::core::Context;
 use crate::core::{gather, Side};
 use crate::net::IoStep;
 use crate::proto::memcache::request::Progress as McProgress;
+use crate::proto::redis::command::Cmd;
 use crate::proto::redis::request::Progress;
+
+/// How a parse round ended.
+enum Parsed {
+    /// Every whole request buffered is handled; read more.
+    NeedMore,
+    /// Stop reading: closing, or paused.
+    Stop,
+    /// The turn's budget is spent with input left: resume next iteration.
+    Yield,
+}
 
 /// One parse step, whichever the protocol.
 enum Step {
@@ -38,11 +49,41 @@ pub const CLIENT_MAX_QUEUED: usize = 1024;
 /// closed, as redis' client-output-buffer-limit does; one reply alone,
 /// however large, never triggers it.
 pub const CLIENT_HARD_HELD: usize = 512 * 1024 * 1024;
+/// Bytes read from one client per turn (a loop iteration): sixteen
+/// default mbufs. With the parse budget below this bounds the time one
+/// busy client holds the loop to a fraction of a millisecond per turn.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// Requests handled per turn, in units: a request is one unit plus one per
+/// [`KEYS_PER_UNIT`] keys (splitting costs per key).
+pub const PARSE_BUDGET: usize = 256;
+pub const KEYS_PER_UNIT: usize = 16;
+/// Routed-key slots kept between requests (see `preroute`).
+const KEEP_ROUTED: usize = 1024;
+/// Default of the budget of bytes held in incomplete requests over all
+/// clients: twice the largest request, so that one request of the largest
+/// size still gets through while other clients send theirs.
+pub const PARTIAL_BUDGET: u64 = 2 * MAX_REQUEST_BYTES;
+
+/// The budget of bytes held in incomplete requests over all clients:
+/// [`PARTIAL_BUDGET`], or the environment variable
+/// `NUTCRACKER_REQUEST_MEMORY` (bytes, at least 1 MiB) when it is set.
+pub fn partial_budget() -> u64 {
+    std::env::var("NUTCRACKER_REQUEST_MEMORY")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(PARTIAL_BUDGET, |v| v.max(1024 * 1024))
+}
+
 /// The largest single request accepted (redis' own client query buffer
 /// limit); a larger one is a protocol error.
 pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Context {
+    /// One turn of reading and parsing: at most [`READ_BUDGET`] bytes read
+    /// and [`PARSE_BUDGET`] units of requests handled, so one client
+    /// sending at full speed cannot keep the loop from the others. A turn
+    /// that ends on its budget with input left queues the client in
+    /// `ready_again` (edge-triggered readiness would not tell again).
     pub fn client_read(&mut self, ck: ConnId, hup: bool) {
         let mut rx = match self.conns.get_mut(ck) {
             Some(Conn::Client(c)) if !c.closing && !c.paused => std::mem::take(&mut c.rx),
@@ -51,9 +92,24 @@ impl Context {
         let mut eof = false;
         let mut error = false;
         let mut drained = false;
+        let mut again = false;
+        let mut bytes = READ_BUDGET;
+        let mut units = PARSE_BUDGET;
         loop {
             // Bytes already buffered first: a resumed client has some.
-            if self.client_parse(ck, &mut rx) || drained {
+            match self.client_parse(ck, &mut rx, &mut units) {
+                Parsed::NeedMore => {}
+                Parsed::Stop => break,
+                Parsed::Yield => {
+                    again = true;
+                    break;
+                }
+            }
+            if drained {
+                break;
+            }
+            if bytes == 0 {
+                again = true;
                 break;
             }
             let Some(Conn::Client(c)) = self.conns.get(ck) else {
@@ -61,7 +117,10 @@ impl Context {
                 return;
             };
             match rx.inbuf.read(&c.sock, &mut self.mbufs) {
-                IoStep::Done(_) => drained = rx.inbuf.drained && !hup,
+                IoStep::Done(n) => {
+                    bytes = bytes.saturating_sub(n);
+                    drained = rx.inbuf.drained && !hup;
+                }
                 IoStep::WouldBlock => break,
                 IoStep::Eof => {
                     eof = true;
@@ -83,14 +142,24 @@ impl Context {
             rx.inbuf.clear(&mut self.mbufs);
             rx.inbuf.start = rx.inbuf.end(cd);
             rx.redis.reset();
+            again = false;
         }
         c.rx = rx;
-        if c.retiring && !c.paused && !c.closing {
+        if again && !error && !eof {
+            if !c.again {
+                c.again = true;
+                self.ready_again.push(ck);
+            }
+        } else if c.retiring && !c.paused && !c.closing {
             // Served to the end of what it sent (see `client_retire`).
             c.closing = true;
             c.eof = true;
             self.dirty_clients.push(ck);
         }
+        // What the incomplete request now holds, in the global count.
+        let partial = c.rx.inbuf.end(cd) - c.rx.inbuf.start;
+        self.partial_bytes = self.partial_bytes.saturating_sub(c.partial) + partial;
+        c.partial = partial;
         if error {
             self.client_close(ck, false);
         } else if eof {
@@ -100,35 +169,90 @@ impl Context {
             }
             self.dirty_clients.push(ck);
         }
+        if self.partial_bytes > self.partial_budget {
+            self.shed_partial();
+        }
     }
 
-    /// Parses and handles every whole request buffered. True when reading
-    /// must stop: the client is closing, or paused because it holds too
-    /// much (see [`CLIENT_MAX_HELD`]).
-    fn client_parse(&mut self, ck: ConnId, rx: &mut ClientRx) -> bool {
+    /// The clients together hold more than the budget in incomplete
+    /// requests: the largest holders get an error and are closed (their
+    /// bytes freed now) until the total is back under three quarters of
+    /// the budget. Scanning the clients is linear, but it only happens
+    /// when the budget is exceeded, and each scan frees a client's bytes.
+    fn shed_partial(&mut self) {
+        let cd = self.mbufs.chunk_data();
+        while self.partial_bytes > self.partial_budget / 4 * 3 {
+            let largest = self
+                .conns
+                .iter()
+                .filter_map(|(k, c)| match c {
+                    Conn::Client(c) if c.partial > 0 => Some((c.partial, k)),
+                    _ => None,
+                })
+                .max_by_key(|&(p, _)| p);
+            let Some((held, ck)) = largest else {
+                return;
+            };
+            crate::log_warn!(
+                "c {} closed: its incomplete request of {} bytes is the largest and the {} bytes of incomplete requests exceed the budget of {}",
+                ck,
+                held,
+                self.partial_bytes,
+                self.partial_budget
+            );
+            let redis = match self.conns.get(ck) {
+                Some(Conn::Client(c)) => self.topo.pool(c.pool).is_none_or(|p| p.conf.redis),
+                _ => true,
+            };
+            let reply: &[u8] = if redis {
+                b"-ERR Protocol error: proxy request memory exhausted\r\n"
+            } else {
+                b"SERVER_ERROR out of memory storing object\r\n"
+            };
+            self.protocol_error(ck, reply);
+            if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+                c.rx.inbuf.clear(&mut self.mbufs);
+                c.rx.inbuf.start = c.rx.inbuf.end(cd);
+                c.rx.redis.reset();
+                c.rx.mc.reset();
+                self.partial_bytes = self.partial_bytes.saturating_sub(c.partial);
+                c.partial = 0;
+            }
+        }
+    }
+
+    /// Parses and handles the whole requests buffered, while `units` of
+    /// budget last (see [`PARSE_BUDGET`]). Stops when the client is
+    /// closing, or paused because it holds too much (see
+    /// [`CLIENT_MAX_HELD`]).
+    fn client_parse(&mut self, ck: ConnId, rx: &mut ClientRx, units: &mut usize) -> Parsed {
         let redis = match self.conns.get(ck) {
             Some(Conn::Client(c)) => self.topo.pool(c.pool).is_some_and(|p| p.conf.redis),
-            _ => return true,
+            _ => return Parsed::Stop,
         };
         loop {
             match self.conns.get_mut(ck) {
                 Some(Conn::Client(c)) => {
                     if c.closing {
-                        return true;
+                        return Parsed::Stop;
                     }
                     if c.held > CLIENT_MAX_HELD || c.outq.len() > CLIENT_MAX_QUEUED {
                         c.paused = true;
-                        return true;
+                        return Parsed::Stop;
                     }
                 }
-                _ => return true,
+                _ => return Parsed::Stop,
             }
             let (data, base) = rx.inbuf.unparsed(&self.mbufs);
             if data.is_empty() {
-                return false;
+                return Parsed::NeedMore;
+            }
+            if *units == 0 {
+                return Parsed::Yield;
             }
             let step = if redis {
                 let (n, prog) = rx.redis.feed(data, base);
+                self.preroute(ck, rx);
                 let step = match prog {
                     Progress::Incomplete => Step::Incomplete,
                     Progress::Complete(end) => Step::Complete(end),
@@ -165,23 +289,32 @@ impl Context {
                             b"SERVER_ERROR object too large for cache\r\n"
                         };
                         self.protocol_error(ck, reply);
-                        return true;
+                        return Parsed::Stop;
                     }
-                    return false;
+                    return Parsed::NeedMore;
                 }
                 Step::Complete(end) => {
-                    if redis {
+                    let keys = if redis {
+                        let keys = rx.redis.args.len();
                         if rx.redis.is_inline() {
                             self.redis_inline_request(ck, rx);
                         } else {
                             self.redis_request(ck, rx, end);
                         }
                         rx.redis.reset();
+                        rx.routed.clear();
+                        if rx.routed.capacity() > KEEP_ROUTED {
+                            rx.routed.shrink_to(KEEP_ROUTED);
+                        }
+                        keys
                     } else {
+                        let keys = rx.mc.keys.len();
                         self.memcache_request(ck, rx, end);
                         rx.mc.reset();
-                    }
+                        keys
+                    };
                     rx.inbuf.consume(&mut self.mbufs, end);
+                    *units = units.saturating_sub(1 + keys / KEYS_PER_UNIT);
                 }
                 Step::Skip(end) => {
                     rx.redis.reset();
@@ -195,7 +328,7 @@ impl Context {
                 }
                 Step::Error(reply) => {
                     self.protocol_error(ck, &reply);
-                    return true;
+                    return Parsed::Stop;
                 }
             }
         }
@@ -213,6 +346,51 @@ impl Context {
             self.redis_request(ck, &irx, end);
         }
         irx.inbuf.clear(&mut self.mbufs);
+    }
+
+    /// Routes the keys of a multi-key redis request (the commands `plan.rs`
+    /// splits) that the parser completed since the last call, into
+    /// `rx.routed`: the hashing is then spread over the turns that read
+    /// the request, and `request.rs` finds the keys routed when it splits.
+    /// Stops at the first key that cannot be routed (the split routes
+    /// again and fails the request as usual).
+    fn preroute(&mut self, ck: ConnId, rx: &mut ClientRx) {
+        let args = &rx.redis.args;
+        // An inline request's arguments point into its own RESP form, not
+        // into the input: it is routed when it is handled.
+        if args.len() < 2 || rx.redis.is_inline() {
+            return;
+        }
+        let Some(cmd) = rx.redis.command().filter(|c| c.is_fragmentable()) else {
+            return;
+        };
+        // As `plan::redis`: MSET's items are key-value pairs.
+        let step = if cmd == Cmd::Mset { 2 } else { 1 };
+        let Some(Conn::Client(c)) = self.conns.get(ck) else {
+            return;
+        };
+        let pid = c.pool;
+        if rx.routed.is_empty() {
+            rx.routed_gen = self.topo.generation;
+        } else if rx.routed_gen != self.topo.generation {
+            // A reload came in between: the split routes afresh.
+            return;
+        }
+        loop {
+            let Some(a) = args.get(1 + rx.routed.len() * step) else {
+                return;
+            };
+            let k = rx.inbuf.bytes(
+                &self.mbufs,
+                a.data,
+                a.data + u64::from(a.len),
+                &mut self.key_scratch,
+            );
+            match self.topo.route(pid, k) {
+                Ok(s) => rx.routed.push(s),
+                Err(_) => return,
+            }
+        }
     }
 
     /// Queues `reply` after the replies already owed, then closes.
@@ -292,14 +470,10 @@ impl Context {
             if !m.done {
                 return true;
             }
-            let len = m.rsp_len();
-            let left = len - c.wsent.min(len);
-            if n < left {
-                c.wsent += n;
+            if !c.wsent.advance(&m.rsp, &mut n) {
                 return false;
             }
-            n -= left;
-            c.wsent = 0;
+            c.wsent = Default::default();
             c.outq.pop_front();
             c.held = c.held.saturating_sub(m.held);
             if c.paused && c.held <= CLIENT_MAX_HELD / 2 && c.outq.len() <= CLIENT_MAX_QUEUED / 2 {
@@ -332,6 +506,7 @@ impl Context {
                 self.mbufs.release_segs(segs);
             }
         }
+        self.partial_bytes = self.partial_bytes.saturating_sub(c.partial);
         self.nclients = self.nclients.saturating_sub(1);
         if let Some(pool) = self.topo.pool_mut(c.pool) {
             pool.nclients = pool.nclients.saturating_sub(1);
@@ -369,9 +544,10 @@ impl Context {
             _ => return,
         };
         self.client_read(ck, hup);
-        // A paused client gets here again when it is resumed.
+        // A paused client gets here again when it is resumed, one with
+        // input left at the end of a later turn (see `client_read`).
         if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
-            if !c.paused && !c.closing {
+            if !c.paused && !c.closing && !c.again {
                 c.closing = true;
                 c.eof = true;
                 self.dirty_clients.push(ck);

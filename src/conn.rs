@@ -28,6 +28,22 @@ pub struct ListenerConn {
     /// An accept retry is already scheduled (after EMFILE): one per
     /// listener, however many accepts failed.
     pub retry_pending: bool,
+    /// The back-off episode under way (descriptors ran out), if any: logged
+    /// once when it starts and once when it ends, not per failed accept.
+    pub backoff: Option<Backoff>,
+    /// In the context's `ready_again` list: the turn's accept budget ran
+    /// out with connections maybe still in the backlog.
+    pub again: bool,
+}
+
+/// One episode of accepts failing for lack of descriptors.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub since: std::time::Instant,
+    /// Accepts that failed (one per retry) during the episode.
+    pub failures: u64,
+    /// Connections accepted and closed at once, over the open-file limit.
+    pub refused: u64,
 }
 
 /// A client's read side, taken out of the connection while its bytes are
@@ -37,6 +53,12 @@ pub struct ClientRx {
     pub inbuf: InBuf,
     pub redis: ReqParser,
     pub mc: McReqParser,
+    /// The servers of the keys of the multi-key request being read, routed
+    /// as its arguments arrive (`client.rs`, `preroute`), so splitting a
+    /// million keys does not hash them all in one turn; valid for topology
+    /// generation `routed_gen`.
+    pub routed: Vec<ServerId>,
+    pub routed_gen: u64,
 }
 
 pub struct ClientConn {
@@ -45,8 +67,8 @@ pub struct ClientConn {
     pub rx: ClientRx,
     /// Requests in arrival order; replies are written in this order.
     pub outq: VecDeque<MsgId>,
-    /// Bytes of the front message's reply already written.
-    pub wsent: usize,
+    /// How much of the front message's reply is written.
+    pub wsent: crate::msg::WriteCursor,
     /// The client closed its side: close once every reply is written.
     pub eof: bool,
     /// Stop reading: a QUIT or a protocol error is queued, or the client's
@@ -71,6 +93,12 @@ pub struct ClientConn {
     pub id: u64,
     /// Commands queued since MULTI.
     pub tx: Option<Box<crate::transaction::Tx>>,
+    /// In the context's `ready_again` list: its turn ended on the work
+    /// budget with input left (see `core.rs`).
+    pub again: bool,
+    /// Bytes of the incomplete request it holds, as counted in the
+    /// context's `partial_bytes` (see `client.rs`, the request budget).
+    pub partial: u64,
 }
 
 #[derive(Debug, Default)]
@@ -88,14 +116,19 @@ pub struct ServerConn {
     pub inq: VecDeque<MsgId>,
     /// Requests written, awaiting their reply, in order.
     pub outq: VecDeque<MsgId>,
-    /// Bytes of the front message of `inq` already written.
-    pub wsent: usize,
+    /// How much of the front message of `inq` is written.
+    pub wsent: crate::msg::WriteCursor,
     pub connected: bool,
     /// Takes no new request (its server left the pool, or the settings it
     /// was set up with changed): closed once its queues are empty.
     pub draining: bool,
     /// The protocol it was set up with (`HELLO 3` for RESP3 clients).
     pub proto: Proto,
+    /// The peer closed its side or the socket failed (seen in an event):
+    /// a turn resumed from `ready_again` reads on to the end.
+    pub hup: bool,
+    /// In the context's `ready_again` list (see `core.rs`).
+    pub again: bool,
 }
 
 impl ServerConn {

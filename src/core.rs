@@ -27,7 +27,7 @@ use crate::conf::Conf;
 use crate::conn::{Conn, ConnId};
 use crate::id::Arena;
 use crate::mbuf::MbufPool;
-use crate::msg::{Frag, Msg, MsgId, Origin};
+use crate::msg::{Frag, Msg, MsgId, Origin, SegCursor, WriteCursor};
 use crate::net::{IoVecs, IovBuf};
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use crate::timer::{TimerEvent, Timers};
@@ -74,6 +74,16 @@ pub struct Context {
     pub dirty_servers: Vec<ConnId>,
     /// Paused clients that drained enough to be read again.
     pub resume: Vec<ConnId>,
+    /// Connections whose last turn ended on its work budget with input
+    /// left (client.rs, server.rs): read again in the next iteration,
+    /// after every connection with an event had its turn. The loop polls
+    /// without waiting while this is not empty: mio is edge-triggered and
+    /// would not report bytes already waiting.
+    pub ready_again: Vec<ConnId>,
+    /// Bytes held in incomplete requests, over all clients, and the most
+    /// allowed (see `client.rs`, [`crate::client::partial_budget`]).
+    pub partial_bytes: u64,
+    pub partial_budget: u64,
     /// Reused `writev` vector.
     pub iov: IovBuf,
     /// Scratch space for keys that span two mbufs.
@@ -142,6 +152,9 @@ impl Context {
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
             resume: Vec::new(),
+            ready_again: Vec::new(),
+            partial_bytes: 0,
+            partial_budget: crate::client::partial_budget(),
             iov: IovBuf::with_capacity(IOV_MAX),
             key_scratch: Vec::new(),
             settings,
@@ -163,8 +176,14 @@ impl Context {
     fn run_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         let wake_every = Duration::from_millis(self.settings.stats_interval_ms.max(1));
+        let mut again: Vec<ConnId> = Vec::new();
         loop {
-            let pending = !(self.resume.is_empty()
+            // The turns owed from the last iteration, taken before the poll
+            // so that a connection queued again in this one waits for the
+            // next: every ready connection gets a turn in between.
+            std::mem::swap(&mut again, &mut self.ready_again);
+            let pending = !(again.is_empty()
+                && self.resume.is_empty()
                 && self.dirty_clients.is_empty()
                 && self.dirty_servers.is_empty());
             // Freed mbuf memory goes back to the kernel once a burst is
@@ -197,6 +216,7 @@ impl Context {
                     ev.is_writable(),
                 );
             }
+            self.take_turns(&mut again);
             self.flush_dirty();
             self.fire_timers();
             // Only when the self-pipe fired: draining it is a system call.
@@ -260,6 +280,32 @@ impl Context {
         }
     }
 
+    /// Gives each connection of `again` (queued by the last iteration) its
+    /// next turn of reading, then empties the list.
+    fn take_turns(&mut self, again: &mut Vec<ConnId>) {
+        for &k in again.iter() {
+            match self.conns.get_mut(k) {
+                Some(Conn::Client(c)) => {
+                    c.again = false;
+                    let hup = c.hup;
+                    self.client_read(k, hup);
+                }
+                Some(Conn::Server(c)) => {
+                    c.again = false;
+                    let hup = c.hup;
+                    self.server_read(k, hup);
+                }
+                Some(Conn::Listener(l)) => {
+                    l.again = false;
+                    self.accept(k);
+                }
+                // Sentinel connections never run out of budget.
+                Some(Conn::Sentinel(_)) | None => {}
+            }
+        }
+        again.clear();
+    }
+
     /// `hup`: the peer closed or the socket failed; reads then go on until
     /// the end is seen (a short read is not taken as "nothing more").
     fn handle_event(&mut self, id: ConnId, readable: bool, hup: bool, writable: bool) {
@@ -278,6 +324,9 @@ impl Context {
                 }
             }
             Some(Conn::Server(s)) => {
+                if hup {
+                    s.hup = true;
+                }
                 if !s.connected && (readable || writable) {
                     self.server_connect_done(id);
                 }
@@ -483,8 +532,19 @@ pub struct FragScratch {
     pub servers: Vec<ServerId>,
     /// The fragments made, with their servers.
     pub children: Vec<(MsgId, ServerId)>,
-    /// Per fragment: the next reply element to take when merging.
-    pub next: Vec<usize>,
+    /// Per fragment: the next reply element to take when merging, and
+    /// where in its reply's segments the walk stands.
+    pub next: Vec<(usize, SegCursor)>,
+    /// Key indices grouped by fragment (a counting sort of `key_child`),
+    /// and where each fragment's run begins: building every fragment
+    /// reads each key once, not once per fragment.
+    pub order: Vec<u32>,
+    pub run_start: Vec<usize>,
+    /// Fragment index + 1 of each server, by server slot (0: none yet);
+    /// reset after each split.
+    pub slot_child: Vec<u32>,
+    /// Fill positions of the counting sort.
+    pub fill: Vec<usize>,
 }
 
 /// Gives a drained work list's capacity back to `slot` unless new work was
@@ -508,17 +568,18 @@ pub enum Side {
     Reply,
 }
 
-/// Fills `iov` with the bytes `queue` has to send, less the first `skip`
-/// already written, up to [`IOV_MAX`] segments.
+/// Fills `iov` with the bytes `queue` has to send, the front message from
+/// `sent` on (what is already written of it), up to [`IOV_MAX`] segments.
+/// The cost is the segments gathered, never the ones already written.
 pub fn gather<'a>(
     msgs: &'a Arena<Msg>,
     mbufs: &'a MbufPool,
     queue: &VecDeque<MsgId>,
-    mut skip: usize,
+    sent: WriteCursor,
     side: Side,
     iov: &mut IoVecs<'a>,
 ) {
-    for &mid in queue {
+    for (qi, &mid) in queue.iter().enumerate() {
         let Some(m) = msgs.get(mid) else {
             continue;
         };
@@ -527,14 +588,18 @@ pub fn gather<'a>(
             Side::Reply if m.done => &m.rsp,
             Side::Reply => return,
         };
-        for seg in segs {
+        let (first, mut skip) = if qi == 0 {
+            (sent.seg, sent.off)
+        } else {
+            (0, 0)
+        };
+        for seg in segs.get(first..).unwrap_or_default() {
             let b = mbufs.bytes(seg);
-            if skip >= b.len() {
-                skip -= b.len();
+            let b = b.get(skip.min(b.len())..).unwrap_or_default();
+            skip = 0;
+            if b.is_empty() {
                 continue;
             }
-            let b = b.get(skip..).unwrap_or_default();
-            skip = 0;
             iov.push(b);
             if iov.len() == IOV_MAX {
                 return;

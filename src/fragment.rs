@@ -3,7 +3,7 @@
 //! only that command).
 
 use crate::core::Context;
-use crate::msg::{slice_segs, Merge, MsgId};
+use crate::msg::{slice_segs_at, Merge, MsgId, SegCursor};
 use crate::proto::redis::response::RspKind;
 
 /// Whether a fragment's redis reply has the shape its merge needs; an
@@ -220,9 +220,9 @@ impl Context {
         crate::proto::redis::reply::array(&mut head, 2);
         crate::proto::redis::reply::bulk(&mut head, cursor.to_string().as_bytes());
         self.mbufs.push_bytes(&head, out);
-        let from = out.len();
-        slice_segs(&m.rsp, ka as usize, kb as usize, out);
-        for s in out.get(from..).unwrap_or_default() {
+        let mut cur = SegCursor::default();
+        let added = slice_segs_at(&m.rsp, &mut cur, ka as usize, kb as usize, out);
+        for s in out.get(out.len() - added..).unwrap_or_default() {
             self.mbufs.retain(s.id);
         }
         true
@@ -313,7 +313,9 @@ impl Context {
     }
 
     /// MGET: `*<nkeys>` then, for each key in request order, the next
-    /// element of the reply of the fragment that key went to.
+    /// element of the reply of the fragment that key went to. Each
+    /// fragment's reply is walked once, with a cursor (linear in keys and
+    /// segments); elements that sat together in one chunk stay one segment.
     fn merge_array(
         &mut self,
         children: &[MsgId],
@@ -322,7 +324,7 @@ impl Context {
     ) -> bool {
         let mut next = std::mem::take(&mut self.frag_scratch.next);
         next.clear();
-        next.resize(children.len(), 0);
+        next.resize(children.len(), (0, SegCursor::default()));
         self.mbufs.push_bytes(b"*", out);
         self.mbufs
             .push_bytes(itoa::Buffer::new().format(key_child.len()).as_bytes(), out);
@@ -336,7 +338,7 @@ impl Context {
         &mut self,
         children: &[MsgId],
         key_child: &[u32],
-        next: &mut [usize],
+        next: &mut [(usize, SegCursor)],
         out: &mut Vec<crate::mbuf::Seg>,
     ) -> bool {
         for &ci in key_child {
@@ -344,13 +346,16 @@ impl Context {
             let Some(m) = children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 return false;
             };
-            let Some(&(a, b)) = m.elems.get(next[ci]) else {
+            let Some((n, cur)) = next.get_mut(ci) else {
                 return false;
             };
-            next[ci] += 1;
+            let Some(&(a, b)) = m.elems.get(*n) else {
+                return false;
+            };
+            *n += 1;
             let from = out.len();
-            slice_segs(&m.rsp, a as usize, b as usize, out);
-            for s in &out[from..] {
+            let added = slice_segs_at(&m.rsp, cur, a as usize, b as usize, out);
+            for s in out.get(from..from + added).unwrap_or_default() {
                 self.mbufs.retain(s.id);
             }
         }
@@ -360,10 +365,12 @@ impl Context {
     /// memcached get: each key's VALUE block in request order, then END.
     /// A fragment's blocks come in the order of its keys, misses left out,
     /// so a key takes its fragment's next block only if the keys match.
+    /// Every block must be taken: one left over answers no requested key
+    /// (the server code already refuses such replies; this is the backstop).
     fn merge_values(&mut self, frag: &crate::msg::Frag, out: &mut Vec<crate::mbuf::Seg>) -> bool {
         let mut next = std::mem::take(&mut self.frag_scratch.next);
         next.clear();
-        next.resize(frag.children.len(), 0);
+        next.resize(frag.children.len(), (0, SegCursor::default()));
         let mut key_from = 0usize;
         for (i, &ci) in frag.key_child.iter().enumerate() {
             let ci = ci as usize;
@@ -373,33 +380,40 @@ impl Context {
             let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 continue;
             };
-            let Some(n) = next.get_mut(ci) else {
+            let Some((n, cur)) = next.get_mut(ci) else {
                 continue;
             };
             let (Some(&(a, b)), Some(&(ka, kb))) = (m.elems.get(*n), m.val_keys.get(*n)) else {
                 continue;
             };
-            if !segs_equal(&self.mbufs, &m.rsp, ka as usize, kb as usize, key) {
+            cur.seek(&m.rsp, a as usize);
+            if !segs_equal(&self.mbufs, &m.rsp, *cur, ka as usize, kb as usize, key) {
                 continue;
             }
             *n += 1;
             let from = out.len();
-            slice_segs(&m.rsp, a as usize, b as usize, out);
-            for s in out.get(from..).unwrap_or_default() {
+            let added = slice_segs_at(&m.rsp, cur, a as usize, b as usize, out);
+            for s in out.get(from..from + added).unwrap_or_default() {
                 self.mbufs.retain(s.id);
             }
         }
+        let all_taken = frag
+            .children
+            .iter()
+            .zip(next.iter())
+            .all(|(&c, &(n, _))| self.msgs.get(c).is_none_or(|m| n >= m.elems.len()));
         self.frag_scratch.next = next;
         self.mbufs.push_bytes(b"END\r\n", out);
-        true
+        all_taken
     }
 }
 
 /// Whether bytes `from..to` of the byte string `segs` spell equal `want`,
-/// compared in place.
+/// compared in place, starting the walk at `cur` (not past `from`).
 fn segs_equal(
     mbufs: &crate::mbuf::MbufPool,
     segs: &[crate::mbuf::Seg],
+    mut cur: SegCursor,
     from: usize,
     to: usize,
     want: &[u8],
@@ -407,9 +421,13 @@ fn segs_equal(
     if to - from != want.len() {
         return false;
     }
-    let mut pos = 0usize;
+    cur.seek(segs, from);
+    let mut pos = cur.pos;
     let mut rest = want;
-    for seg in segs {
+    for seg in segs.get(cur.seg..).unwrap_or_default() {
+        if pos >= to {
+            break;
+        }
         let bytes = mbufs.bytes(seg);
         let (a, b) = (pos, pos + bytes.len());
         pos = b;

@@ -93,6 +93,9 @@ impl InBuf {
     }
 
     /// Appends segments covering stream range `from..to` (retaining chunks).
+    /// A range that continues the last segment of `out` in the same chunk
+    /// extends it: the keys of a fragment that sat together in the request
+    /// stay one segment, so a split costs iovecs per chunk, not per key.
     pub fn segs(&self, pool: &mut MbufPool, from: u64, to: u64, out: &mut Vec<Seg>) {
         let cd = pool.chunk_data() as u64;
         let mut pos = from;
@@ -103,7 +106,14 @@ impl InBuf {
             };
             let cbase = self.base + idx as u64 * cd;
             let end = to.min(cbase + cd);
-            out.push(pool.seg(id, (pos - cbase) as usize, (end - cbase) as usize));
+            let piece = Seg {
+                id,
+                start: (pos - cbase) as u32,
+                end: (end - cbase) as u32,
+            };
+            if crate::msg::push_coalesced(out, piece) {
+                pool.retain(id);
+            }
             pos = end;
         }
     }

@@ -5,13 +5,15 @@
 //! pool (by id) for its whole life, across reloads.
 
 use crate::conf::{Listen, PoolConf};
-use crate::conn::{ClientConn, ClientRx, Conn, ConnId, ListenerConn};
+use crate::conn::{Backoff, ClientConn, ClientRx, Conn, ConnId, ListenerConn};
 use crate::core::Context;
 use crate::net::{self, Listener, Stream};
 use crate::timer::TimerEvent;
 use crate::topology::PoolId;
 use std::collections::VecDeque;
 
+/// Connections accepted per turn of a listener (a loop iteration).
+const ACCEPT_BUDGET: usize = 128;
 /// How long to wait before accepting again after running out of files.
 const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -70,6 +72,8 @@ impl Context {
             sock,
             pool: pid,
             retry_pending: false,
+            backoff: None,
+            again: false,
         }));
         if let Err(e) = self.register(key) {
             self.conns.remove(key);
@@ -126,14 +130,23 @@ impl Context {
         }
     }
 
+    /// Accepts what the backlog holds, at most [`ACCEPT_BUDGET`] per turn
+    /// (the rest in the next iteration, through `ready_again`).
     pub fn accept(&mut self, lk: ConnId) {
+        let mut budget = ACCEPT_BUDGET;
         loop {
-            let Some(Conn::Listener(l)) = self.conns.get(lk) else {
+            let Some(Conn::Listener(l)) = self.conns.get_mut(lk) else {
                 return;
             };
-            if l.retry_pending {
+            if l.retry_pending || l.again {
                 return;
             }
+            if budget == 0 {
+                l.again = true;
+                self.ready_again.push(lk);
+                return;
+            }
+            budget -= 1;
             let pid = l.pool;
             let sock = match l.sock.accept() {
                 Ok(s) => s,
@@ -143,10 +156,27 @@ impl Context {
                     // Out of descriptors or memory: the pending connections
                     // stay in the backlog; try again shortly (an edge-
                     // triggered listener would not tell us again). One retry
-                    // per listener, however many accepts failed.
-                    crate::log_error!("accept on p {} failed: {}", lk, crate::log::strerror(&e));
+                    // per listener, however many accepts failed, and one log
+                    // line per episode, however long it lasts.
+                    let now = self.now;
                     if let Some(Conn::Listener(l)) = self.conns.get_mut(lk) {
                         l.retry_pending = true;
+                        match &mut l.backoff {
+                            Some(b) => b.failures += 1,
+                            None => {
+                                crate::log_error!(
+                                    "accept on p {} failed: {}; retrying every {} msec until it works",
+                                    lk,
+                                    crate::log::strerror(&e),
+                                    ACCEPT_RETRY.as_millis()
+                                );
+                                l.backoff = Some(Backoff {
+                                    since: now,
+                                    failures: 1,
+                                    refused: 0,
+                                });
+                            }
+                        }
                     }
                     self.timers
                         .schedule(self.now + ACCEPT_RETRY, TimerEvent::AcceptRetry(lk));
@@ -154,14 +184,29 @@ impl Context {
                 }
             };
             if self.nclients >= self.max_clients {
-                crate::log_warn!(
-                    "client connections {} exceed the limit {} of open files",
-                    self.nclients,
-                    self.max_clients
-                );
+                let now = self.now;
+                let (n, max) = (self.nclients, self.max_clients);
+                if let Some(Conn::Listener(l)) = self.conns.get_mut(lk) {
+                    match &mut l.backoff {
+                        Some(b) => b.refused += 1,
+                        None => {
+                            crate::log_warn!(
+                                "client connections {} exceed the limit {} of open files; refusing until some close",
+                                n,
+                                max
+                            );
+                            l.backoff = Some(Backoff {
+                                since: now,
+                                failures: 0,
+                                refused: 1,
+                            });
+                        }
+                    }
+                }
                 drop(sock);
                 continue;
             }
+            self.backoff_over(lk);
             let Some(pool) = self.topo.pool(pid) else {
                 return;
             };
@@ -187,7 +232,7 @@ impl Context {
                 pool: pid,
                 rx: ClientRx::default(),
                 outq: VecDeque::new(),
-                wsent: 0,
+                wsent: Default::default(),
                 eof: false,
                 closing: false,
                 authed: false,
@@ -199,6 +244,8 @@ impl Context {
                 name: None,
                 id: self.total_conns + 1,
                 tx: None,
+                again: false,
+                partial: 0,
             }));
             if self.register(key).is_err() {
                 let _ = self.conns.remove(key);
@@ -210,5 +257,24 @@ impl Context {
                 pool.stats.client_connections += 1;
             }
         }
+    }
+
+    /// A client was accepted and kept: the back-off episode,
+    /// if one was under way, ends, with one line saying what it cost.
+    fn backoff_over(&mut self, lk: ConnId) {
+        let now = self.now;
+        let Some(Conn::Listener(l)) = self.conns.get_mut(lk) else {
+            return;
+        };
+        let Some(b) = l.backoff.take() else {
+            return;
+        };
+        crate::log_notice!(
+            "accept on p {} works again after {} msec: {} failed accepts, {} connections refused over the open-file limit",
+            lk,
+            now.saturating_duration_since(b.since).as_millis(),
+            b.failures,
+            b.refused
+        );
     }
 }

@@ -120,6 +120,9 @@ pub struct Msg {
     pub elems: Vec<(u32, u32)>,
     /// memcached fragments: the key of each VALUE block in `elems`.
     pub val_keys: Vec<(u32, u32)>,
+    /// A fragment: the most elements its reply's array may announce (the
+    /// keys it asked for); a backend announcing more is failed.
+    pub reply_elems: u32,
     /// Integer value of a fragment's reply (DEL and friends).
     pub integer: Option<i64>,
     /// The reply is not what a fragment of this kind expects.
@@ -179,6 +182,7 @@ impl Msg {
             rsp: Vec::new(),
             elems: Vec::new(),
             val_keys: Vec::new(),
+            reply_elems: 0,
             integer: None,
             bad_reply: false,
             origin: Origin::Orphan,
@@ -245,8 +249,49 @@ impl Msg {
 /// Appends segments covering `from..to` of the byte string that `segs`
 /// spell (offsets relative to its start); the caller retains the chunks.
 pub fn slice_segs(segs: &[Seg], from: usize, to: usize, out: &mut Vec<Seg>) {
-    let mut pos = 0usize;
-    for s in segs {
+    slice_segs_at(segs, &mut SegCursor::default(), from, to, out);
+}
+
+/// A position in a byte string spelled by segments: the index of a segment
+/// and the offset of that segment's first byte. Walking a reply's elements
+/// in order with one cursor costs the segments once in all, where a walk
+/// from the start for each element costs elements x segments (the
+/// quadratic merge of a million-key MGET).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SegCursor {
+    pub seg: usize,
+    pub pos: usize,
+}
+
+impl SegCursor {
+    /// Moves forward to the segment holding offset `at` (never back).
+    pub fn seek(&mut self, segs: &[Seg], at: usize) {
+        while let Some(s) = segs.get(self.seg) {
+            if self.pos + s.len() > at {
+                return;
+            }
+            self.pos += s.len();
+            self.seg += 1;
+        }
+    }
+}
+
+/// [`slice_segs`] from `cur`, which must not be past `from`; leaves `cur`
+/// at the segment holding `from`. A piece that continues the last segment
+/// of `out` in the same chunk extends it instead of adding one, so the
+/// pieces of a reply that sat together stay one segment (and one iovec).
+/// Returns how many segments were added (the caller retains those).
+pub fn slice_segs_at(
+    segs: &[Seg],
+    cur: &mut SegCursor,
+    from: usize,
+    to: usize,
+    out: &mut Vec<Seg>,
+) -> usize {
+    cur.seek(segs, from);
+    let mut added = 0;
+    let mut pos = cur.pos;
+    for s in segs.get(cur.seg..).unwrap_or_default() {
         let (a, b) = (pos, pos + s.len());
         pos = b;
         if b <= from {
@@ -257,11 +302,60 @@ pub fn slice_segs(segs: &[Seg], from: usize, to: usize, out: &mut Vec<Seg>) {
         }
         let lo = from.max(a) - a;
         let hi = to.min(b) - a;
-        out.push(Seg {
+        let piece = Seg {
             id: s.id,
             start: s.start + lo as u32,
             end: s.start + hi as u32,
-        });
+        };
+        if push_coalesced(out, piece) {
+            added += 1;
+        }
+    }
+    added
+}
+
+/// Appends `piece`, or extends the last segment when `piece` continues it
+/// in the same chunk. True when a segment was added (it needs a reference
+/// of its own); false when the last one grew (it already holds one).
+pub fn push_coalesced(out: &mut Vec<Seg>, piece: Seg) -> bool {
+    if let Some(last) = out.last_mut() {
+        if last.id == piece.id && last.end == piece.start {
+            last.end = piece.end;
+            return false;
+        }
+    }
+    out.push(piece);
+    true
+}
+
+/// How far the writing of a queue's front message has come: the segment
+/// being written and the bytes of it already written. Kept as a position,
+/// not a byte count, so each `writev` starts where the last one stopped
+/// instead of skipping the written bytes segment by segment again (which
+/// made writing a million-segment reply quadratic).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCursor {
+    pub seg: usize,
+    pub off: usize,
+}
+
+impl WriteCursor {
+    /// Accounts `n` more bytes written of `segs` (taking them from `n`);
+    /// true when the whole of `segs` is written, `n` then holding what
+    /// belongs to the messages after it.
+    pub fn advance(&mut self, segs: &[Seg], n: &mut usize) -> bool {
+        while let Some(s) = segs.get(self.seg) {
+            let left = s.len().saturating_sub(self.off);
+            if *n < left {
+                self.off += *n;
+                *n = 0;
+                return false;
+            }
+            *n -= left;
+            self.seg += 1;
+            self.off = 0;
+        }
+        true
     }
 }
 
@@ -274,6 +368,31 @@ pub fn slice_segs(segs: &[Seg], from: usize, to: usize, out: &mut Vec<Seg>) {
 )]
 mod tests {
     use super::*;
+
+    fn seg(id: u32, start: u32, end: u32) -> Seg {
+        Seg { id, start, end }
+    }
+
+    #[test]
+    fn cursor_slicing_matches_and_coalesces() {
+        // Two pieces of chunk 1 that touch, then chunk 2.
+        let segs = [seg(1, 0, 4), seg(1, 4, 8), seg(2, 0, 8)];
+        let mut cur = SegCursor::default();
+        let mut out = Vec::new();
+        assert_eq!(slice_segs_at(&segs, &mut cur, 2, 6, &mut out), 1);
+        assert_eq!(out, vec![seg(1, 2, 6)]);
+        // Continues the last piece: extended, nothing added.
+        assert_eq!(slice_segs_at(&segs, &mut cur, 6, 10, &mut out), 1);
+        assert_eq!(out, vec![seg(1, 2, 8), seg(2, 0, 2)]);
+        assert_eq!(cur, SegCursor { seg: 1, pos: 4 });
+        let mut w = WriteCursor::default();
+        let mut n = 5;
+        assert!(!w.advance(&segs, &mut n));
+        assert_eq!((w, n), (WriteCursor { seg: 1, off: 1 }, 0));
+        let mut n = 20;
+        assert!(w.advance(&segs, &mut n));
+        assert_eq!(n, 9);
+    }
 
     #[test]
     fn slicing() {

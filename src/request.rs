@@ -408,6 +408,8 @@ impl Context {
                 m.req_len = len;
                 m.proto = proto;
                 m.noreply = noreply;
+                // Fan-out replies are checked by their merge, not by count.
+                m.reply_elems = u32::MAX;
             }
             children.push((child, s));
         }
@@ -447,6 +449,8 @@ impl Context {
             }
             m.req_len = len;
             m.proto = proto;
+            // SCAN answers [cursor, keys].
+            m.reply_elems = 2;
         }
         let mut frag = self.new_frag();
         frag.merge = Some(Merge::Scan);
@@ -502,7 +506,11 @@ impl Context {
         let nkeys = (args.len() - 1) / step;
         let mut fs = std::mem::take(&mut self.frag_scratch);
         fs.key_server.clear();
-        for i in 0..nkeys {
+        // Keys routed while the request was read (client.rs, `preroute`).
+        if rx.routed.len() == nkeys && rx.routed_gen == self.topo.generation {
+            fs.key_server.extend_from_slice(&rx.routed);
+        }
+        for i in fs.key_server.len()..nkeys {
             let Some(a) = args.get(1 + i * step) else {
                 break;
             };
@@ -522,11 +530,12 @@ impl Context {
             }
         }
         let mut frag = self.new_frag();
-        group_by_server(&fs.key_server, &mut fs.servers, &mut frag.key_child);
+        group_by_server(&mut fs, &mut frag.key_child);
         frag.merge = Some(merge);
         fs.children.clear();
         for (ci, &s) in fs.servers.iter().enumerate() {
-            let items = frag.key_child.iter().filter(|&&c| c as usize == ci).count() * step;
+            let run = run_of(&fs.order, &fs.run_start, ci);
+            let items = run.len() * step;
             // `*<n>\r\n$<len>\r\n<name>\r\n`, built without allocating.
             let mut n = itoa::Buffer::new();
             let mut l = itoa::Buffer::new();
@@ -548,12 +557,8 @@ impl Context {
                 self.mbufs.push_bytes(part, &mut m.req);
                 len += part.len();
             }
-            for (i, _) in frag
-                .key_child
-                .iter()
-                .enumerate()
-                .filter(|(_, &c)| c as usize == ci)
-            {
+            for &i in run {
+                let i = i as usize;
                 let (Some(first), Some(last)) = (args.get(1 + i * step), args.get(i * step + step))
                 else {
                     continue;
@@ -563,6 +568,7 @@ impl Context {
                 len += (last.end() - first.start) as usize;
             }
             m.req_len = len;
+            m.reply_elems = run.len() as u32;
             fs.children.push((child, s));
         }
         self.start_fragments(mid, pid, frag, &fs.children);
@@ -592,22 +598,18 @@ impl Context {
                 }
             }
         }
-        group_by_server(&fs.key_server, &mut fs.servers, &mut frag.key_child);
+        group_by_server(&mut fs, &mut frag.key_child);
         frag.merge = Some(Merge::Values);
         fs.children.clear();
         for (ci, &s) in fs.servers.iter().enumerate() {
+            let run = run_of(&fs.order, &fs.run_start, ci);
             let child = self.alloc_msg(Origin::Fragment(mid));
             let Some(m) = self.msgs.get_mut(child) else {
                 continue;
             };
             self.mbufs.push_bytes(verb, &mut m.req);
             let mut len = verb.len();
-            for (k, _) in p
-                .keys
-                .iter()
-                .zip(&frag.key_child)
-                .filter(|(_, &c)| c as usize == ci)
-            {
+            for k in run.iter().filter_map(|&i| p.keys.get(i as usize)) {
                 let (from, to) = key_range(k);
                 // The key's trailing space is usually right after it.
                 let next = rx
@@ -788,20 +790,74 @@ fn key_range(k: &McKey) -> (u64, u64) {
     (k.start, k.start + u64::from(k.len))
 }
 
-/// The distinct servers in order of first appearance (one fragment per
-/// server) into `servers`, and for each key the index of its server in that
-/// list into `key_child`.
-fn group_by_server(key_server: &[ServerId], servers: &mut Vec<ServerId>, key_child: &mut Vec<u32>) {
-    servers.clear();
+/// The distinct servers of `fs.key_server` in order of first appearance
+/// (one fragment per server) into `fs.servers`, for each key the index of
+/// its server in that list into `key_child`, and the key indices grouped
+/// by fragment, in request order within each, into `fs.order` (fragment
+/// `ci` owns `run_of(.., ci)`). Linear in keys: a server's fragment is
+/// found through its slot, and the grouping is a counting sort, so neither
+/// many servers nor one server with every key costs more than the keys.
+fn group_by_server(fs: &mut crate::core::FragScratch, key_child: &mut Vec<u32>) {
+    fs.servers.clear();
     key_child.clear();
-    for &s in key_server {
-        let ci = match servers.iter().position(|&x| x == s) {
-            Some(ci) => ci,
-            None => {
-                servers.push(s);
-                servers.len() - 1
+    for &s in &fs.key_server {
+        let slot = s.index();
+        if fs.slot_child.len() <= slot {
+            fs.slot_child.resize(slot + 1, 0);
+        }
+        let ci = match fs.slot_child.get(slot).copied() {
+            Some(c) if c > 0 => c - 1,
+            _ => {
+                fs.servers.push(s);
+                let c = fs.servers.len() as u32;
+                if let Some(e) = fs.slot_child.get_mut(slot) {
+                    *e = c;
+                }
+                c - 1
             }
         };
-        key_child.push(ci as u32);
+        key_child.push(ci);
+    }
+    for s in &fs.servers {
+        if let Some(e) = fs.slot_child.get_mut(s.index()) {
+            *e = 0;
+        }
+    }
+    // Counting sort of the key indices by fragment.
+    fs.run_start.clear();
+    fs.run_start.resize(fs.servers.len() + 1, 0);
+    for &ci in key_child.iter() {
+        if let Some(n) = fs.run_start.get_mut(ci as usize + 1) {
+            *n += 1;
+        }
+    }
+    for i in 1..fs.run_start.len() {
+        let prev = fs.run_start.get(i - 1).copied().unwrap_or(0);
+        if let Some(n) = fs.run_start.get_mut(i) {
+            *n += prev;
+        }
+    }
+    fs.order.clear();
+    fs.order.resize(key_child.len(), 0);
+    // Each fragment's next free place in `order`, from its run's start.
+    let mut fill: Vec<usize> = std::mem::take(&mut fs.fill);
+    fill.clear();
+    fill.extend_from_slice(fs.run_start.get(..fs.servers.len()).unwrap_or_default());
+    for (i, &ci) in key_child.iter().enumerate() {
+        if let Some(at) = fill.get_mut(ci as usize) {
+            if let Some(o) = fs.order.get_mut(*at) {
+                *o = i as u32;
+            }
+            *at += 1;
+        }
+    }
+    fs.fill = fill;
+}
+
+/// The key indices of fragment `ci` (see [`group_by_server`]).
+fn run_of<'a>(order: &'a [u32], run_start: &[usize], ci: usize) -> &'a [u32] {
+    match (run_start.get(ci), run_start.get(ci + 1)) {
+        (Some(&a), Some(&b)) => order.get(a..b).unwrap_or_default(),
+        _ => &[],
     }
 }

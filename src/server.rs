@@ -11,6 +11,7 @@
 //! changed in a reload) takes no new request and closes once both queues
 //! are empty.
 
+use crate::client::{KEYS_PER_UNIT, READ_BUDGET};
 use crate::conf::ServerAddr;
 use crate::conn::{Conn, ConnId, ServerConn, ServerRx};
 use crate::core::{gather, Context, Side, IOV_MAX};
@@ -18,12 +19,22 @@ use crate::msg::{Internal, MsgId, Origin};
 use crate::net::{self, IoStep, Stream};
 use crate::proto::memcache::response::{McRspKind, McRspParser, McValue, Progress as McProgress};
 use crate::proto::redis::reply::Proto;
-use crate::proto::redis::response::{Progress, RspKind, RspParser};
+use crate::proto::redis::response::{Progress, RspKind, RspParser, MAX_ELEMS};
 use crate::timer::TimerEvent;
 use crate::topology::{PoolId, ServerId};
 use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, SystemTime};
+
+/// Replies handled per turn of one server connection, in the units of the
+/// client's parse budget (a reply is one unit plus one per
+/// [`KEYS_PER_UNIT`] elements).
+pub const REPLY_BUDGET: usize = 256;
+/// The largest reply accepted from a backend, counted while it arrives: as
+/// large as the largest request accepted from a client. A backend sending
+/// more for one reply (a stream that never ends, or an announced length
+/// no request could produce) is failed as a server error.
+pub const MAX_REPLY_BYTES: u64 = crate::client::MAX_REQUEST_BYTES;
 
 impl Context {
     /// Connects to every server of the pools with `preconnect: true`.
@@ -186,10 +197,12 @@ impl Context {
             rx: ServerRx::default(),
             inq: VecDeque::new(),
             outq: VecDeque::new(),
-            wsent: 0,
+            wsent: Default::default(),
             connected: false,
             draining: false,
             proto,
+            hup: false,
+            again: false,
         };
         // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
         // request.
@@ -320,14 +333,14 @@ impl Context {
                 return;
             };
             let Some(&mid) = c.inq.front() else { return };
-            let len = self.msgs.get(mid).map_or(0, |m| m.req_len);
-            let left = len - c.wsent.min(len);
-            if n < left {
-                c.wsent += n;
+            let (len, written) = match self.msgs.get(mid) {
+                Some(m) => (m.req_len, c.wsent.advance(&m.req, &mut n)),
+                None => (0, true),
+            };
+            if !written {
                 return;
             }
-            n -= left;
-            c.wsent = 0;
+            c.wsent = Default::default();
             c.inq.pop_front();
             let s = c.server;
             let (noreply, internal) = self
@@ -364,6 +377,13 @@ impl Context {
         }
     }
 
+    /// One turn of reading and parsing replies: at most [`READ_BUDGET`]
+    /// bytes read and [`REPLY_BUDGET`] units of replies handled, so a
+    /// backend that keeps its socket full cannot hold the loop; a turn that
+    /// ends on its budget queues the connection in `ready_again`. A reply
+    /// a backend cannot legitimately send (bytes when no request awaits a
+    /// reply, a reply growing past [`MAX_REPLY_BYTES`], anything the
+    /// parsers refuse) closes the connection as a server error.
     pub fn server_read(&mut self, sk: ConnId, hup: bool) {
         let (mut rx, redis, resp3) = match self.conns.get_mut(sk) {
             Some(Conn::Server(c)) => (
@@ -374,29 +394,35 @@ impl Context {
             _ => return,
         };
         let mut close: Option<(i32, bool)> = None;
-        'read: loop {
-            let Some(Conn::Server(c)) = self.conns.get(sk) else {
-                rx.inbuf.clear(&mut self.mbufs);
-                return;
-            };
-            match rx.inbuf.read(&c.sock, &mut self.mbufs) {
-                IoStep::Done(_) => {}
-                IoStep::WouldBlock => break,
-                IoStep::Eof => {
-                    close = Some((0, true));
-                    break;
-                }
-                IoStep::Error(e) => {
-                    close = Some((e.raw_os_error().unwrap_or(libc::ECONNRESET), false));
-                    break;
-                }
-            }
+        let mut again = false;
+        let mut bytes = READ_BUDGET;
+        let mut units = REPLY_BUDGET;
+        let mut fresh = false;
+        'turn: loop {
+            // What is buffered first: a resumed turn has some.
             loop {
                 let (data, base) = rx.inbuf.unparsed(&self.mbufs);
                 if data.is_empty() {
                     break;
                 }
+                if units == 0 {
+                    again = true;
+                    break 'turn;
+                }
+                let idle = rx.redis.is_idle() && rx.mc.is_idle();
+                // On RESP3 a push frame may come unasked; anything else
+                // unasked is still refused by `on_reply`.
+                if idle && !resp3 && !self.awaits_reply(sk) {
+                    crate::log_error!("s {} unexpected data from server", sk);
+                    close = Some((libc::EINVAL, false));
+                    break 'turn;
+                }
                 let (n, prog) = if redis {
+                    if rx.redis.is_idle() {
+                        let (frag, max) = self.front_reply_limit(sk);
+                        rx.redis.want_elems = frag;
+                        rx.redis.max_count = max;
+                    }
                     rx.redis.feed(data, base)
                 } else {
                     let (n, p) = rx.mc.feed(data, base);
@@ -409,17 +435,31 @@ impl Context {
                 };
                 rx.inbuf.parsed = base + n as u64;
                 match prog {
-                    Progress::Incomplete => break,
+                    Progress::Incomplete => {
+                        let cd = self.mbufs.chunk_data();
+                        if rx.inbuf.end(cd) - rx.inbuf.start > MAX_REPLY_BYTES {
+                            crate::log_error!(
+                                "s {} reply from server exceeds {} bytes",
+                                sk,
+                                MAX_REPLY_BYTES
+                            );
+                            close = Some((libc::EMSGSIZE, false));
+                            break 'turn;
+                        }
+                        break;
+                    }
                     Progress::Complete(end) => {
                         let reply = if redis {
                             redis_reply(&rx.redis)
                         } else {
                             mc_reply(&rx.mc)
                         };
+                        let cost = 1 + reply.elems.len().max(reply.mc_values.len()) / KEYS_PER_UNIT;
                         if let Err(errno) = self.on_reply(sk, &rx, reply, end) {
                             close = Some((errno, false));
-                            break 'read;
+                            break 'turn;
                         }
+                        units = units.saturating_sub(cost);
                         rx.inbuf.consume(&mut self.mbufs, end);
                         rx.redis.reset();
                         rx.mc.reset();
@@ -435,18 +475,45 @@ impl Context {
                     Progress::Error | Progress::Push(_) => {
                         crate::log_error!("s {} parsed bad rsp from server", sk);
                         close = Some((libc::EINVAL, false));
-                        break 'read;
+                        break 'turn;
                     }
                 }
             }
-            if rx.inbuf.drained && !hup {
+            if fresh && rx.inbuf.drained && !hup {
                 break;
+            }
+            if bytes == 0 {
+                again = true;
+                break;
+            }
+            let Some(Conn::Server(c)) = self.conns.get(sk) else {
+                rx.inbuf.clear(&mut self.mbufs);
+                return;
+            };
+            match rx.inbuf.read(&c.sock, &mut self.mbufs) {
+                IoStep::Done(n) => {
+                    bytes = bytes.saturating_sub(n);
+                    fresh = true;
+                }
+                IoStep::WouldBlock => break,
+                IoStep::Eof => {
+                    close = Some((0, true));
+                    break;
+                }
+                IoStep::Error(e) => {
+                    close = Some((e.raw_os_error().unwrap_or(libc::ECONNRESET), false));
+                    break;
+                }
             }
         }
         if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
             c.rx = rx;
             if close.is_none() && c.draining && c.idle() {
                 close = Some((0, false));
+            }
+            if again && close.is_none() && !c.again {
+                c.again = true;
+                self.ready_again.push(sk);
             }
         } else {
             rx.inbuf.clear(&mut self.mbufs);
@@ -462,6 +529,26 @@ impl Context {
                 }
             }
             self.server_close(sk, errno, false);
+        }
+    }
+
+    /// Whether a request on `sk` was sent and awaits its reply: bytes that
+    /// come when none does answer nothing (and could pile up unbounded).
+    fn awaits_reply(&self, sk: ConnId) -> bool {
+        matches!(self.conns.get(sk), Some(Conn::Server(c)) if !c.outq.is_empty())
+    }
+
+    /// For the next reply on `sk`: whether it answers a fragment (whose
+    /// elements the merge needs), and the most elements its top-level
+    /// array may announce: what the fragment asked for (an MGET fragment
+    /// of n keys gets n), else [`MAX_ELEMS`].
+    fn front_reply_limit(&self, sk: ConnId) -> (bool, i64) {
+        let Some(Conn::Server(c)) = self.conns.get(sk) else {
+            return (false, MAX_ELEMS);
+        };
+        match c.outq.front().and_then(|&mid| self.msgs.get(mid)) {
+            Some(m) if m.parent().is_some() => (true, i64::from(m.reply_elems).min(MAX_ELEMS)),
+            _ => (false, MAX_ELEMS),
         }
     }
 
@@ -483,9 +570,23 @@ impl Context {
             self.free_msg(mid);
             return Ok(());
         }
-        if reply.transient {
+        let asked = reply.mc_values.is_empty()
+            || self.msgs.get(mid).is_some_and(|m| {
+                values_asked(
+                    &self.mbufs,
+                    &m.req,
+                    &rx.inbuf,
+                    reply.mc_values,
+                    &mut self.key_scratch,
+                )
+            });
+        if !asked {
+            crate::log_error!("s {} VALUE for a key not asked from server", sk);
+        }
+        if reply.transient || !asked {
             // The request fails with the rest of the connection
-            // (docs/compatibility.md, transient errors).
+            // (docs/compatibility.md, transient errors; a VALUE block for
+            // a key that was not asked is a server error like garbage).
             if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
                 c.outq.push_front(mid);
             }
@@ -680,6 +781,63 @@ impl Context {
         self.timers.schedule(at, TimerEvent::ServerRetry(s));
         self.rebuild_pool(pid);
     }
+}
+
+/// Whether the keys of `values` (a memcached reply's VALUE blocks, in
+/// order) are a subsequence of the keys of the request `req` (`get k1 k2
+/// ..\r\n`, as sent): memcached answers the keys in the order asked and
+/// leaves misses out, so anything else (a key never asked, or out of
+/// order) is not a reply to this request. Linear in the request's bytes.
+fn values_asked(
+    mbufs: &crate::mbuf::MbufPool,
+    req: &[crate::mbuf::Seg],
+    inbuf: &crate::inbuf::InBuf,
+    values: &[McValue],
+    scratch: &mut Vec<u8>,
+) -> bool {
+    // memcached keys are at most 250 bytes; a longer token matches none.
+    const KEY_MAX: usize = 250;
+    let mut tok = [0u8; KEY_MAX];
+    let mut len = 0usize;
+    let mut long = false;
+    let mut verb = true;
+    let mut vi = 0usize;
+    let mut end_token = |tok: &[u8], long: bool, verb: &mut bool, vi: &mut usize| {
+        if std::mem::take(verb) {
+            return;
+        }
+        let Some(v) = values.get(*vi) else {
+            return;
+        };
+        let from = v.key_start;
+        let key = inbuf.bytes(mbufs, from, from + u64::from(v.key_len), scratch);
+        if !long && key == tok {
+            *vi += 1;
+        }
+    };
+    'bytes: for seg in req {
+        for &b in mbufs.bytes(seg) {
+            if b == b' ' || b == b'\r' || b == b'\n' {
+                if len > 0 || long {
+                    end_token(tok.get(..len).unwrap_or_default(), long, &mut verb, &mut vi);
+                    len = 0;
+                    long = false;
+                }
+                if b != b' ' {
+                    break 'bytes;
+                }
+            } else if let Some(slot) = tok.get_mut(len) {
+                *slot = b;
+                len += 1;
+            } else {
+                long = true;
+            }
+        }
+    }
+    if len > 0 || long {
+        end_token(tok.get(..len).unwrap_or_default(), long, &mut verb, &mut vi);
+    }
+    vi == values.len()
 }
 
 fn redis_reply(p: &RspParser) -> Reply<'_> {

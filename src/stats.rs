@@ -60,6 +60,11 @@ pub const MAX_CONNS: usize = 256;
 pub const QUIET: Duration = Duration::from_millis(100);
 /// Whatever its state, a connection is closed this long after its accept.
 pub const CONN_DEADLINE: Duration = Duration::from_secs(5);
+/// A connection that has not finished its request head this long after
+/// its accept is closed: an incomplete request may not hold one of the
+/// [`MAX_CONNS`] slots for long. When every slot is taken, a new client
+/// takes the slot of the oldest connection still reading its head.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(1);
 /// After the answer, input is discarded for at most this long, so the close
 /// does not turn unread bytes into a reset that would cut the answer short.
 const LINGER: Duration = Duration::from_secs(1);
@@ -865,6 +870,8 @@ struct Conn {
     quiet_until: Instant,
     /// When the connection is closed whatever its state.
     deadline: Instant,
+    /// When it is closed if still reading its request head.
+    head_by: Instant,
 }
 
 impl Conn {
@@ -878,7 +885,13 @@ impl Conn {
             sent: 0,
             quiet_until: now + QUIET,
             deadline: now + CONN_DEADLINE,
+            head_by: now + HEAD_DEADLINE,
         }
+    }
+
+    /// Past its deadline, or still reading its head past the head's.
+    fn expired(&self, now: Instant) -> bool {
+        now >= self.deadline || (self.state == State::Reading && now >= self.head_by)
     }
 
     /// Waiting on the quiet timer: no line read yet, so silence may still
@@ -1028,6 +1041,9 @@ impl Worker {
         let mut next = now + self.interval;
         for (_, c) in self.conns.iter() {
             next = next.min(c.deadline);
+            if c.state == State::Reading {
+                next = next.min(c.head_by);
+            }
             if c.undecided() {
                 next = next.min(c.quiet_until);
             }
@@ -1050,7 +1066,17 @@ impl Worker {
             match self.listener.accept() {
                 Ok((mut sock, _)) => {
                     if self.conns.len() >= MAX_CONNS {
-                        continue;
+                        // The oldest still reading its head makes room.
+                        let oldest = self
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| c.state == State::Reading)
+                            .min_by_key(|(_, c)| c.head_by)
+                            .map(|(k, _)| k);
+                        match oldest {
+                            Some(k) => self.close(k),
+                            None => continue,
+                        }
                     }
                     let entry = self.conns.vacant_entry();
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -1083,7 +1109,7 @@ impl Worker {
     fn expire(&mut self, now: Instant) {
         let mut closing = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            if now >= conn.deadline {
+            if conn.expired(now) {
                 closing.push(key);
             } else if conn.undecided() && now >= conn.quiet_until {
                 if let Next::Close = conn.advance(now, &self.view) {

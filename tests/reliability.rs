@@ -909,3 +909,50 @@ fn stopped_backend_with_pipelining_client_is_bounded() {
     drop(c);
     wait_rest(&p, base, "after the stopped backend came back");
 }
+
+/// Descriptors run out while clients wait (the limit lowered under the
+/// running proxy, below what it sized its client limit for): accepts fail
+/// with EMFILE, and the failure is logged once for the episode, not once
+/// per retry (it was ~4,900 lines a second), then once when accepting
+/// works again, with the counts.
+#[test]
+fn emfile_is_logged_once_per_episode() {
+    let r = Redis::start();
+    let p = LimitedProxy::start(1024, &r);
+    let pid = i32::try_from(p.child.pid()).expect("pid");
+    let set_limit = |n: u64| {
+        let lim = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: 1024,
+        };
+        // SAFETY: prlimit(2) on the proxy this test spawned; valid pointer.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit");
+    };
+    let fds = open_fds(p.child.pid()) as u64;
+    set_limit(fds);
+    let addr = SocketAddr::from(([127, 0, 0, 1], p.port));
+    let mut waiting: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect_timeout(&addr, WAIT).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+    let failed = log
+        .lines()
+        .filter(|l| l.contains("failed: Too many open files"))
+        .count();
+    assert_eq!(
+        failed,
+        1,
+        "EMFILE lines in 2 s of back-off:\n{}",
+        tail(&p.log, 10)
+    );
+    set_limit(1024);
+    assert!(served(&mut waiting[0]), "served once descriptors are back");
+    wait_for("the end of the episode logged", || {
+        std::fs::read_to_string(&p.log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("works again after") && l.contains("failed accepts"))
+    });
+}

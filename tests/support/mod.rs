@@ -912,7 +912,29 @@ impl Proxy {
         Proxy::start_pools(&[pool], extra_args)
     }
 
+    /// Like [`Proxy::start_pools`], with environment variables set for the
+    /// proxy only (e.g. `NUTCRACKER_REQUEST_MEMORY`).
+    pub fn start_pools_env(pools: &[PoolConf], extra_args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        assert!(!pools.is_empty(), "no pools");
+        Proxy::launch_env(extra_args, env, pools.len(), |ports| {
+            pools
+                .iter()
+                .zip(ports)
+                .map(|(p, &port)| p.yaml(port))
+                .collect()
+        })
+    }
+
     fn launch(extra_args: &[&str], nports: usize, yaml: impl Fn(&[u16]) -> String) -> Proxy {
+        Proxy::launch_env(extra_args, &[], nports, yaml)
+    }
+
+    fn launch_env(
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        nports: usize,
+        yaml: impl Fn(&[u16]) -> String,
+    ) -> Proxy {
         let dir = TempDir::new("proxy");
         let log = dir.join("nutcracker.log");
         let mut why = String::new();
@@ -942,6 +964,7 @@ impl Proxy {
             let err = out.try_clone().expect("clone stdio log");
             let child = Command::new(nutcracker_bin())
                 .args(&args)
+                .envs(env.iter().copied())
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(out)

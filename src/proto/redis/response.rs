@@ -26,7 +26,12 @@ const KEEP_ELEMS: usize = 1024;
 pub const MAX_DEPTH: usize = 512;
 /// Bounds on announced sizes, as redis' own client protocol limits.
 pub const MAX_BULK: i64 = 512 * 1024 * 1024;
-pub const MAX_ELEMS: i64 = i32::MAX as i64;
+/// The most elements an aggregate may announce: 128 Mi, two orders of
+/// magnitude above the most items a request may have (1 Mi), and as many
+/// as the smallest elements (`:1\r\n`) fit in the reply size limit the
+/// proxy applies (1 GiB, `server.rs`). A backend announcing more
+/// (`*2147483647`) is failed at once instead of being read for gigabytes.
+pub const MAX_ELEMS: i64 = 128 * 1024 * 1024;
 /// Bytes of an error/status line kept for inspection.
 pub const PREFIX_MAX: usize = 16;
 
@@ -139,6 +144,14 @@ pub struct RspParser {
     /// Top-level aggregate elements as (start, end) offsets (2n for a map:
     /// keys and values alternate).
     pub elems: Vec<(u64, u64)>,
+    /// Record `elems`: only a fragment's reply is taken apart, and an
+    /// unsplit reply of millions of elements should cost its bytes, not 16
+    /// more per element.
+    pub want_elems: bool,
+    /// The most elements the top-level aggregate may announce (a
+    /// fragment's reply has one per key asked); more is refused as
+    /// [`Progress::Error`].
+    pub max_count: i64,
     prefix: [u8; PREFIX_MAX],
     prefix_len: usize,
     line_ok: bool,
@@ -161,6 +174,8 @@ impl Default for RspParser {
             integer: None,
             count: 0,
             elems: Vec::new(),
+            want_elems: true,
+            max_count: MAX_ELEMS,
             prefix: [0; PREFIX_MAX],
             prefix_len: 0,
             line_ok: true,
@@ -338,6 +353,9 @@ impl RspParser {
                         agg => {
                             let attr = agg == b'|';
                             if self.top() && !attr {
+                                if n > self.max_count {
+                                    return (i, Progress::Error);
+                                }
                                 self.count = n;
                             }
                             // Maps and attributes hold n pairs.
@@ -466,7 +484,7 @@ impl RspParser {
             let attr = top.attr;
             top.left -= 1;
             let open = top.left > 0;
-            if self.stack.len() == 1 && !attr {
+            if self.stack.len() == 1 && !attr && self.want_elems {
                 self.elems.push((self.elem_start, end));
             }
             if open {
@@ -593,6 +611,28 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn announced_counts_are_bounded() {
+        // More than any reply may announce: refused on the header.
+        assert!(parse_all(b"*2147483647\r\n:1\r\n", 100).is_err());
+        assert!(parse_all(format!("*{}\r\n", MAX_ELEMS + 1).as_bytes(), 100).is_err());
+        // A fragment's reply may announce at most the keys it asked.
+        let mut p = RspParser::new();
+        p.max_count = 2;
+        assert_eq!(p.feed(b"*3\r\n", 0).1, Progress::Error);
+        let mut p = RspParser::new();
+        p.max_count = 2;
+        let (_, prog) = p.feed(b"*2\r\n:1\r\n:2\r\n", 0);
+        assert_eq!(prog, Progress::Complete(12));
+        assert_eq!(p.elems.len(), 2);
+        // Elements are recorded only when asked for.
+        let mut p = RspParser::new();
+        p.want_elems = false;
+        let (_, prog) = p.feed(b"*2\r\n:1\r\n:2\r\n", 0);
+        assert_eq!(prog, Progress::Complete(12));
+        assert!(p.elems.is_empty());
     }
 
     #[test]
