@@ -126,16 +126,15 @@ impl Context {
             .map_or(1, |p| p.conf.server_connections.max(1) as usize);
         let conns = &self.conns;
         let srv = self.topo.server_mut(s).ok_or(libc::EINVAL)?;
-        let live: Vec<ConnId> = srv
-            .conns
-            .iter()
-            .copied()
-            .filter(|&k| matches!(conns.get(k), Some(Conn::Server(c)) if !c.draining && c.proto == proto))
-            .collect();
-        if live.len() >= max {
+        // Counted and picked in place: no allocation per request.
+        let usable = |k: &&ConnId| {
+            matches!(conns.get(**k), Some(Conn::Server(c)) if !c.draining && c.proto == proto)
+        };
+        let live = srv.conns.iter().filter(usable).count();
+        if live >= max {
             // Least recently used first: the connections in creation order.
-            let k = live.get(srv.rr % live.len()).copied();
-            srv.rr = (srv.rr + 1) % live.len();
+            let k = srv.conns.iter().filter(usable).nth(srv.rr % live).copied();
+            srv.rr = (srv.rr + 1) % live;
             return k.ok_or(libc::EINVAL);
         }
         self.server_connect(s, proto)
