@@ -127,9 +127,7 @@ impl Context {
         let conns = &self.conns;
         let srv = self.topo.server_mut(s).ok_or(libc::EINVAL)?;
         // Counted and picked in place: no allocation per request.
-        let usable = |k: &&ConnId| {
-            matches!(conns.get(**k), Some(Conn::Server(c)) if !c.draining && c.proto == proto)
-        };
+        let usable = |k: &&ConnId| matches!(conns.get(**k), Some(Conn::Server(c)) if !c.draining && c.proto == proto);
         let live = srv.conns.iter().filter(usable).count();
         if live >= max {
             // Least recently used first: the connections in creation order.

@@ -248,3 +248,47 @@ fn scan_visits_every_key_of_the_pool_once() {
     assert_eq!(distinct.len(), n, "every key");
     assert_eq!(seen.len(), n, "each key once");
 }
+
+/// A backend without RESP3 (redis < 6 answers HELLO with an unknown
+/// command error): the client gets `-NOPROTO` and stays in RESP2. The
+/// backend is a thread here that answers every command with that error.
+#[test]
+fn hello_3_without_resp3_backends_gets_noproto() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut parsed = Vec::new();
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    parsed.extend_from_slice(&buf[..n]);
+                    // One error per complete request (each ends its last
+                    // argument with CRLF; count requests by their `*`).
+                    while let Some(at) = parsed.iter().position(|&b| b == b'*') {
+                        let Ok(Some((_, used))) = parse_resp(&parsed[at..]) else {
+                            break;
+                        };
+                        parsed.drain(..at + used);
+                        if conn.write_all(b"-ERR unknown command 'HELLO'\r\n").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let pool = PoolConf::new("alpha", true).server(&format!("127.0.0.1:{port}:1"));
+    let p = Proxy::start_pools(&[pool], &[]);
+    let mut c = p.raw();
+    c.send(&cmd(&["HELLO", "3"]));
+    c.expect(b"-NOPROTO unsupported protocol version\r\n");
+    // Still RESP2: a local reply that differs between the two protocols.
+    c.send(&cmd(&["CLIENT", "GETNAME"]));
+    c.expect(b"$-1\r\n");
+}
