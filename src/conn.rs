@@ -95,6 +95,11 @@ pub struct ServerConn {
     pub draining: bool,
     /// The protocol it was set up with (`HELLO 3` for RESP3 clients).
     pub proto: Proto,
+    /// Reserved for the proxy's own requests (the probe of an ejected
+    /// server, repair steps): never given a client's request, and its
+    /// failure fails only those requests (no failure of the server is
+    /// counted for it).
+    pub private: bool,
 }
 
 impl ServerConn {

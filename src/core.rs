@@ -28,6 +28,7 @@ use crate::id::Arena;
 use crate::mbuf::MbufPool;
 use crate::msg::{Frag, Msg, MsgId, Origin};
 use crate::net::{IoVecs, IovBuf};
+use crate::repair::Access;
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use crate::timer::{TimerEvent, Timers};
 use crate::topology::{ServerId, Topology};
@@ -92,6 +93,9 @@ pub struct Context {
     pub reload_failures: u64,
     /// When the engine started (INFO's uptime).
     pub started: Instant,
+    /// How the request being routed uses its keys; anything but a read is
+    /// remembered for ejection repair while a server is out (`repair.rs`).
+    pub cur_access: Access,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -150,6 +154,7 @@ impl Context {
             reloads: 0,
             reload_failures: 0,
             started: now,
+            cur_access: Access::Read,
         };
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)
@@ -330,7 +335,8 @@ impl Context {
             fired = true;
             match ev {
                 TimerEvent::Deadline(mid, at) => self.deadline_passed(mid, at),
-                TimerEvent::ServerRetry(sid) => self.server_retry(sid),
+                TimerEvent::ServerRetry(sid) => self.probe_start(sid),
+                TimerEvent::RepairNext(sid) => self.repair_next(sid),
                 TimerEvent::AcceptRetry(lid) => {
                     if let Some(Conn::Listener(l)) = self.conns.get_mut(lid) {
                         l.retry_pending = false;
@@ -358,22 +364,6 @@ impl Context {
             Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
             None => m.deadline = None,
         }
-    }
-
-    /// An ejected server's retry time came: it is live again in its pool's
-    /// table (the next request may go to it).
-    fn server_retry(&mut self, sid: ServerId) {
-        let Some(srv) = self.topo.server(sid) else {
-            return;
-        };
-        if srv.next_retry.is_none_or(|t| t > self.now) {
-            return;
-        }
-        let pid = srv.pool;
-        if let Some(srv) = self.topo.server_mut(sid) {
-            srv.next_retry = None;
-        }
-        self.rebuild_pool(pid);
     }
 
     /// Rebuilds a pool's table and schedules the next retry, if a server is

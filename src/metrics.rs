@@ -7,7 +7,9 @@
 //! ([`PoolStats`], [`ServerStats`], one field per metric), and the stats
 //! JSON and Prometheus text, which index the tables by position. Changing the order here changes the JSON
 //! layout, which dashboards parse, so the order is the C order and is pinned
-//! by the tests below.
+//! by the tests below. Metrics of our own (`repairing`, `repaired_keys`:
+//! ejection repair, `repair.rs`) come after the C ones, so a parser of the
+//! 0.5.0 layout still finds every field where it was.
 
 /// How a metric is aggregated and printed (docs/compatibility.md §10.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,8 @@ metric_table! {
         server_ejects: Counter, "# times backend server was ejected", "server_ejects_total", "times a server of the pool was ejected";
         forward_error: Counter, "# times we encountered a forwarding error", "forward_error_total", "requests answered with an error reply made by the proxy";
         fragments: Counter, "# fragments created from a multi-vector request", "fragments_total", "sub-requests created by splitting multi-key requests";
+        repairing: Gauge, "# servers being repaired after an ejection", "repairing", "servers of the pool whose keys written during their ejection are being moved back now";
+        repaired_keys: Counter, "# keys repaired after ejections", "repaired_keys_total", "keys moved back to (or deleted on) a server that returned from an ejection";
     }
 }
 
@@ -166,7 +170,9 @@ mod tests {
                 "client_connections",
                 "server_ejects",
                 "forward_error",
-                "fragments"
+                "fragments",
+                "repairing",
+                "repaired_keys"
             ]
         );
         let server: Vec<&str> = SERVER_METRICS.iter().map(|m| m.name).collect();
@@ -202,6 +208,7 @@ mod tests {
             gauges,
             [
                 "client_connections",
+                "repairing",
                 "server_connections",
                 "in_queue",
                 "in_queue_bytes",
@@ -233,19 +240,19 @@ mod tests {
             lines[3],
             "  client_connections  \"# active client connections\""
         );
-        assert_eq!(lines[7], "");
-        assert_eq!(lines[8], "server stats:");
+        assert_eq!(lines[9], "");
+        assert_eq!(lines[10], "server stats:");
         assert_eq!(
-            lines[13],
+            lines[15],
             "  server_ejected_at   \"timestamp when server was ejected in usec since epoch\""
         );
         assert_eq!(
-            lines[21],
+            lines[23],
             "  out_queue_bytes     \"current request bytes in outgoing queue\""
         );
         // Ends with the last entry's newline, no trailing blank line.
-        assert_eq!(lines.len(), 23);
-        assert_eq!(lines[22], "");
+        assert_eq!(lines.len(), 25);
+        assert_eq!(lines[24], "");
     }
 
     #[test]

@@ -46,13 +46,13 @@ impl Context {
                 .server(s)
                 .is_some_and(|srv| srv.conns.iter().all(|&k| self.is_draining(k)));
             if none {
-                let _ = self.server_connect(s, Proto::Resp2);
+                let _ = self.server_connect(s, Proto::Resp2, false);
             }
         }
     }
 
     fn is_draining(&self, sk: ConnId) -> bool {
-        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining || c.proto != Proto::Resp2)
+        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining || c.private || c.proto != Proto::Resp2)
     }
 
     /// Queues request `mid` on a connection to server `s`.
@@ -119,7 +119,7 @@ impl Context {
             .conns
             .iter()
             .copied()
-            .filter(|&k| matches!(conns.get(k), Some(Conn::Server(c)) if !c.draining && c.proto == proto))
+            .filter(|&k| matches!(conns.get(k), Some(Conn::Server(c)) if !c.draining && !c.private && c.proto == proto))
             .collect();
         if live.len() >= max {
             // Least recently used first: the connections in creation order.
@@ -127,10 +127,41 @@ impl Context {
             srv.rr = (srv.rr + 1) % live.len();
             return k.ok_or(libc::EINVAL);
         }
-        self.server_connect(s, proto)
+        self.server_connect(s, proto, false)
     }
 
-    fn server_connect(&mut self, s: ServerId, proto: Proto) -> Result<ConnId, i32> {
+    /// A connection to server `s` reserved for the proxy's own requests
+    /// (probe, repair): an open one, or a new one.
+    pub fn private_conn(&mut self, s: ServerId) -> Result<ConnId, i32> {
+        let srv = self.topo.server(s).ok_or(libc::EINVAL)?;
+        let open = srv.conns.iter().copied().find(
+            |&k| matches!(self.conns.get(k), Some(Conn::Server(c)) if c.private && !c.draining),
+        );
+        match open {
+            Some(k) => Ok(k),
+            None => self.server_connect(s, Proto::Resp2, true),
+        }
+    }
+
+    /// Queues one of the proxy's own requests on connection `sk` of server
+    /// `s`, with a deadline `after` from now when given.
+    pub fn queue_internal(&mut self, sk: ConnId, s: ServerId, mid: MsgId, after: Option<Duration>) {
+        let Some(Conn::Server(c)) = self.conns.get_mut(sk) else {
+            self.free_msg(mid);
+            return;
+        };
+        c.inq.push_back(mid);
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.server = Some(s);
+            m.server_conn = Some(sk);
+            if let Some(d) = after {
+                m.deadline = Some(self.timers.deadline(self.now, d, mid));
+            }
+        }
+        self.dirty_servers.push(sk);
+    }
+
+    fn server_connect(&mut self, s: ServerId, proto: Proto, private: bool) -> Result<ConnId, i32> {
         let (Some(srv), Some(pool)) = (self.topo.server(s), self.topo.server_pool(s)) else {
             return Err(libc::EINVAL);
         };
@@ -190,6 +221,7 @@ impl Context {
             connected: false,
             draining: false,
             proto,
+            private,
         };
         // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
         // request.
@@ -229,6 +261,16 @@ impl Context {
         let mid = self.alloc_msg(Origin::Internal(kind));
         if let Some(m) = self.msgs.get_mut(mid) {
             self.mbufs.push_bytes(&wire, &mut m.req);
+            m.req_len = wire.len();
+        }
+        mid
+    }
+
+    /// A request of the proxy's own given as its wire bytes (memcached).
+    pub fn internal_raw(&mut self, wire: &[u8], kind: Internal) -> MsgId {
+        let mid = self.alloc_msg(Origin::Internal(kind));
+        if let Some(m) = self.msgs.get_mut(mid) {
+            self.mbufs.push_bytes(wire, &mut m.req);
             m.req_len = wire.len();
         }
         mid
@@ -479,7 +521,20 @@ impl Context {
         let start = reply.start;
         let origin = self.msgs.get(mid).map_or(Origin::Orphan, |m| m.origin);
         if let Origin::Internal(kind) = origin {
-            self.internal_reply(s, kind, &reply);
+            match kind {
+                // Consumed by probe.rs and repair.rs, which read the reply
+                // itself (a DUMP payload, a SCAN page); copied, as these
+                // are rare and the reply's bytes go away with the input.
+                Internal::Probe | Internal::Repair(_) => {
+                    let raw = rx
+                        .inbuf
+                        .bytes(&self.mbufs, start, end, &mut self.key_scratch)
+                        .to_vec();
+                    self.server_done(mid);
+                    self.own_reply(s, mid, kind, &raw);
+                }
+                _ => self.internal_reply(s, kind, &reply),
+            }
             self.free_msg(mid);
             return Ok(());
         }
@@ -539,7 +594,7 @@ impl Context {
     /// The reply to one of the proxy's own requests.
     fn internal_reply(&mut self, s: ServerId, kind: Internal, reply: &Reply) {
         match kind {
-            Internal::Auth | Internal::TxStep => {}
+            Internal::Auth | Internal::TxStep | Internal::Probe | Internal::Repair(_) => {}
             Internal::Hello => {
                 if let (Some(text), Some(srv)) = (reply.error_text, self.topo.server(s)) {
                     crate::log_warn!(
@@ -612,7 +667,9 @@ impl Context {
                 let Some(m) = self.msgs.get(mid) else {
                     continue;
                 };
-                if m.is_internal() {
+                if let Origin::Internal(kind) = m.origin {
+                    self.server_done(mid);
+                    self.own_failed(s, mid, kind);
                     self.free_msg(mid);
                     continue;
                 }
@@ -631,7 +688,12 @@ impl Context {
                 self.fail_request(mid, errno);
             }
         }
-        self.server_failed(s);
+        // The proxy's own connection failing is its own requests' business
+        // (a failed probe restarts the retry wait, a failed repair step is
+        // retried); the server's clients are not affected.
+        if !c.private {
+            self.server_failed(s);
+        }
         self.server_gone_check(s);
     }
 
@@ -653,7 +715,9 @@ impl Context {
         let Some(srv) = self.topo.server_mut(s) else {
             return;
         };
-        if srv.detached {
+        // Already out of the table: nothing more to count until its probe
+        // (`probe.rs`) lets it back.
+        if srv.detached || srv.next_retry.is_some() {
             return;
         }
         srv.failures += 1;
@@ -672,6 +736,7 @@ impl Context {
         }
         crate::log_warn!("server '{}' ejected for {} msec", pname, retry);
         self.timers.schedule(at, TimerEvent::ServerRetry(s));
+        self.repair_track(s);
         self.rebuild_pool(pid);
     }
 }

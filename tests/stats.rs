@@ -21,14 +21,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
-/// Pool metrics in docs/compatibility.md §10.2 order.
-const POOL_METRICS: [&str; 6] = [
+/// Pool metrics in docs/compatibility.md §10.2 order: the 0.5.0 ones, then
+/// the ejection repair's.
+const POOL_METRICS: [&str; 8] = [
     "client_eof",
     "client_err",
     "client_connections",
     "server_ejects",
     "forward_error",
     "fragments",
+    "repairing",
+    "repaired_keys",
 ];
 
 /// Server metrics in docs/compatibility.md §10.2 order.
@@ -49,13 +52,15 @@ const SERVER_METRICS: [&str; 13] = [
 ];
 
 /// The Prometheus family of each pool metric, in [`POOL_METRICS`] order.
-const POOL_PROM: [&str; 6] = [
+const POOL_PROM: [&str; 8] = [
     "nutcracker_pool_client_eof_total",
     "nutcracker_pool_client_err_total",
     "nutcracker_pool_client_connections",
     "nutcracker_pool_server_ejects_total",
     "nutcracker_pool_forward_error_total",
     "nutcracker_pool_fragments_total",
+    "nutcracker_pool_repairing",
+    "nutcracker_pool_repaired_keys_total",
 ];
 
 /// The Prometheus family of each server metric, in [`SERVER_METRICS`]
