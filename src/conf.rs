@@ -1080,6 +1080,41 @@ mod tests {
     }
 
     #[test]
+    fn eject_repair_defaults_and_validation() {
+        let p = one("");
+        assert!(!p.eject_repair, "off without auto_eject_hosts");
+        assert_eq!(p.eject_repair_keys, 1_000_000);
+        let p = one("  auto_eject_hosts: true\n");
+        assert!(p.eject_repair, "on with auto_eject_hosts");
+        let p = one("  auto_eject_hosts: true\n  eject_repair: false\n  eject_repair_keys: 5\n");
+        assert!(!p.eject_repair);
+        assert_eq!(p.eject_repair_keys, 5);
+        assert_eq!(
+            directive_error("  eject_repair: true\n"),
+            (
+                Some(3),
+                "directive \"eject_repair:\" is only valid with \"auto_eject_hosts: true\"".into()
+            )
+        );
+        assert!(!one("  eject_repair: false\n").eject_repair);
+        assert_eq!(
+            directive_error("  auto_eject_hosts: true\n  eject_repair_keys: 0\n"),
+            (
+                Some(4),
+                "directive \"eject_repair_keys:\" cannot be 0".into()
+            )
+        );
+        assert_eq!(
+            directive_error("  eject_repair: yes\n").1,
+            "directive \"eject_repair\" is not \"true\" or \"false\""
+        );
+        assert_eq!(
+            directive_error("  eject_repair_keys: many\n").1,
+            "directive \"eject_repair_keys\" is not a number"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let p = one("");
         assert_eq!(p.name, "p");

@@ -10,6 +10,13 @@
 //! `draining` (its server left the pool, or the pool's connection settings
 //! changed in a reload) takes no new request and closes once both queues
 //! are empty.
+//!
+//! A *private* connection carries only the proxy's own requests: the probe
+//! of an ejected server (`probe.rs`) and the steps of an ejection repair
+//! (`repair.rs`). It is never chosen for a client's request, and its
+//! failure counts no failure of the server: it only fails those requests,
+//! which their owners handle (`own_reply`, `own_failed`). A server that is
+//! ejected counts no failures until it is back.
 
 use crate::conf::ServerAddr;
 use crate::conn::{Conn, ConnId, ServerConn, ServerRx};

@@ -12,8 +12,12 @@
 //!
 //! Routing ([`Topology::route`]) is a pure lookup: it never rebuilds a
 //! table as a side effect. Tables change only through [`Topology::rebuild`],
-//! called when a server is ejected, when its retry time comes (a timer
-//! event), and when a reload changes the pool.
+//! called when a server is ejected, when it passes its probe after its
+//! retry time (`probe.rs`), and when a reload changes the pool. While a
+//! server of the pool is ejected or being repaired, the pool carries a
+//! [`PoolRepair`] (`repair.rs`): `route` then sends a key written during
+//! the ejection to the server holding its newest value until it is moved
+//! back, and [`Topology::route_for`] records such writes.
 
 use crate::conf::{PoolConf, ServerConf};
 use crate::conn::ConnId;

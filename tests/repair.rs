@@ -469,3 +469,35 @@ fn without_repair_the_old_value_returns() {
     let json = proxy.stats();
     assert_eq!(stat(&json, "repaired_keys"), 0, "{json}");
 }
+
+/// A fallback that refuses MIGRATE (renamed away): the key goes back by
+/// DUMP/PTTL and RESTORE REPLACE instead, its expiry with it.
+#[test]
+fn redis_dump_restore_when_migrate_is_refused() {
+    let a = Redis::start();
+    let b = Redis::start_with(&["--rename-command", "MIGRATE", ""]);
+    let proxy = Proxy::start_pools(&[opts(PoolConf::redis(&[&a, &b]), &[])], &STATS_ARGS);
+    let on_a = keys_landing(&proxy, &a, &candidates("dr", 64));
+    assert!(on_a.len() >= 2, "{on_a:?}");
+    let (k, k2) = (&on_a[0], &on_a[1]);
+    let mut c = proxy.raw();
+    assert_eq!(c.call(&["SET", k, "v1"]), Resp::ok());
+    assert_eq!(c.call(&["SET", k2, "v1"]), Resp::ok());
+    stop_and_eject(&proxy, a.pid(), k);
+    assert_eq!(c.call(&["SET", k, "v2", "PX", "600000"]), Resp::ok());
+    assert_eq!(c.call(&["SET", k2, "w2"]), Resp::ok());
+    signal_pid(a.pid(), libc::SIGCONT);
+    wait_repaired(&proxy, 2);
+    assert_eq!(c.call(&["GET", k]), Resp::bulk("v2"));
+    let mut direct = a.raw();
+    assert_eq!(direct.call(&["GET", k]), Resp::bulk("v2"));
+    assert_eq!(direct.call(&["GET", k2]), Resp::bulk("w2"));
+    match direct.call(&["PTTL", k]) {
+        Resp::Int(ms) => assert!(ms > 500_000 && ms <= 600_000, "PTTL {ms}"),
+        other => panic!("PTTL {other:?}"),
+    }
+    assert_eq!(direct.call(&["PTTL", k2]), Resp::Int(-1));
+    assert!(!b.has(k.as_bytes()) && !b.has(k2.as_bytes()));
+    let log = proxy.log_text();
+    assert!(log.contains("DUMP and RESTORE instead"), "{log}");
+}
