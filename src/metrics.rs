@@ -122,6 +122,11 @@ metric_table! {
     }
 }
 
+/// How many of [`POOL_METRICS`] nutcracker 0.5.0 has (the first ones). `-D`
+/// prints only those: its text is matched byte for byte (docs/compatibility.md
+/// §2.5); ours appear in the stats JSON and Prometheus text.
+pub const POOL_METRICS_0_5_0: usize = 6;
+
 /// Position of a pool metric in [`POOL_METRICS`], for engine code that wants
 /// a named index rather than a magic number.
 pub fn pool_index(name: &str) -> Option<usize> {
@@ -140,7 +145,7 @@ pub fn server_index(name: &str) -> Option<usize> {
 pub fn describe() -> String {
     let mut out = String::with_capacity(1024);
     out.push_str("pool stats:\n");
-    for m in POOL_METRICS {
+    for m in POOL_METRICS.iter().take(POOL_METRICS_0_5_0) {
         push_line(&mut out, m);
     }
     out.push('\n');
@@ -240,19 +245,20 @@ mod tests {
             lines[3],
             "  client_connections  \"# active client connections\""
         );
-        assert_eq!(lines[9], "");
-        assert_eq!(lines[10], "server stats:");
+        assert_eq!(lines[7], "");
+        assert_eq!(lines[8], "server stats:");
         assert_eq!(
-            lines[15],
+            lines[13],
             "  server_ejected_at   \"timestamp when server was ejected in usec since epoch\""
         );
         assert_eq!(
-            lines[23],
+            lines[21],
             "  out_queue_bytes     \"current request bytes in outgoing queue\""
         );
         // Ends with the last entry's newline, no trailing blank line.
-        assert_eq!(lines.len(), 25);
-        assert_eq!(lines[24], "");
+        assert_eq!(lines.len(), 23);
+        assert_eq!(lines[22], "");
+        assert!(!text.contains("repair"), "only the 0.5.0 metrics");
     }
 
     #[test]

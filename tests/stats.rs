@@ -1160,7 +1160,7 @@ fn metrics_follow_prometheus_conventions() {
             assert!(!help.starts_with('#'), "HELP copied from -D: {line}");
         }
     }
-    assert_eq!(counters, 1 + 2 + 5 + 7, "{text}");
+    assert_eq!(counters, 1 + 2 + 6 + 7, "{text}");
     let stamp = text
         .lines()
         .find_map(|l| {
