@@ -91,6 +91,11 @@ pub struct PoolConf {
     pub server_connections: u32,
     pub server_retry_timeout_ms: u64,
     pub server_failure_limit: u32,
+    /// Repair keys written while a server was ejected before it serves
+    /// them again (`eject_repair`, default on with `auto_eject_hosts`).
+    pub eject_repair: bool,
+    /// Most keys remembered per ejected server (`eject_repair_keys`).
+    pub eject_repair_keys: u32,
     pub tcpkeepalive: bool,
     pub reuseport: bool,
     /// Sorted by name, length first then bytes (docs/compatibility.md §4.5).
@@ -566,6 +571,8 @@ struct RawPool {
     server_connections: Option<(u32, usize)>,
     server_retry_timeout: Option<u32>,
     server_failure_limit: Option<u32>,
+    eject_repair: Option<(bool, usize)>,
+    eject_repair_keys: Option<(u32, usize)>,
     tcpkeepalive: Option<bool>,
     reuseport: Option<bool>,
     /// With the line each server was written on, and whether it was
@@ -706,6 +713,8 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
         "server_connections" => once(&mut pool.server_connections, number().map(|n| (n, line))),
         "server_retry_timeout" => once(&mut pool.server_retry_timeout, number()),
         "server_failure_limit" => once(&mut pool.server_failure_limit, number()),
+        "eject_repair" => once(&mut pool.eject_repair, boolean().map(|b| (b, line))),
+        "eject_repair_keys" => once(&mut pool.eject_repair_keys, number().map(|n| (n, line))),
         "servers" => {
             let yaml_index = pool.servers.len();
             let server = parse_server(value, yaml_index).map_err(fail)?;
@@ -963,6 +972,7 @@ const DEFAULT_REDIS_DB: u32 = 0;
 const DEFAULT_SERVER_CONNECTIONS: u32 = 1;
 const DEFAULT_SERVER_RETRY_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_SERVER_FAILURE_LIMIT: u32 = 2;
+const DEFAULT_EJECT_REPAIR_KEYS: u32 = 1_000_000;
 
 /// A validated pool and the lines its cross-pool checks may point at.
 struct Checked {
@@ -1002,6 +1012,19 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
         &raw.sentinel_auth,
         redis,
     )?;
+    let auto_eject_hosts = raw.auto_eject_hosts.unwrap_or(false);
+    if let (false, Some((true, line))) = (auto_eject_hosts, raw.eject_repair) {
+        return Err(ConfError::at(
+            line,
+            "directive \"eject_repair:\" is only valid with \"auto_eject_hosts: true\"".into(),
+        ));
+    }
+    if let Some((0, line)) = raw.eject_repair_keys {
+        return Err(ConfError::at(
+            line,
+            "directive \"eject_repair_keys:\" cannot be 0".into(),
+        ));
+    }
     let mut servers = raw.servers;
     if servers.is_empty() {
         // nutcracker 0.5.0 only logs this and runs a pool that fails every
@@ -1043,7 +1066,7 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
         redis_auth: raw.redis_auth.map(|(auth, _)| auth),
         redis_db: raw.redis_db.unwrap_or(DEFAULT_REDIS_DB),
         preconnect: raw.preconnect.unwrap_or(false),
-        auto_eject_hosts: raw.auto_eject_hosts.unwrap_or(false),
+        auto_eject_hosts,
         server_connections,
         server_retry_timeout_ms: raw
             .server_retry_timeout
@@ -1051,6 +1074,10 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
         server_failure_limit: raw
             .server_failure_limit
             .unwrap_or(DEFAULT_SERVER_FAILURE_LIMIT),
+        eject_repair: raw.eject_repair.map_or(auto_eject_hosts, |(b, _)| b),
+        eject_repair_keys: raw
+            .eject_repair_keys
+            .map_or(DEFAULT_EJECT_REPAIR_KEYS, |(n, _)| n),
         tcpkeepalive: raw.tcpkeepalive.unwrap_or(false),
         reuseport: raw.reuseport.unwrap_or(false),
         servers: servers.into_iter().map(|(server, ..)| server).collect(),
@@ -1182,6 +1209,41 @@ mod tests {
 
     fn directive_error(extra: &str) -> (Option<usize>, String) {
         fails(&pool(extra))
+    }
+
+    #[test]
+    fn eject_repair_defaults_and_validation() {
+        let p = one("");
+        assert!(!p.eject_repair, "off without auto_eject_hosts");
+        assert_eq!(p.eject_repair_keys, 1_000_000);
+        let p = one("  auto_eject_hosts: true\n");
+        assert!(p.eject_repair, "on with auto_eject_hosts");
+        let p = one("  auto_eject_hosts: true\n  eject_repair: false\n  eject_repair_keys: 5\n");
+        assert!(!p.eject_repair);
+        assert_eq!(p.eject_repair_keys, 5);
+        assert_eq!(
+            directive_error("  eject_repair: true\n"),
+            (
+                Some(3),
+                "directive \"eject_repair:\" is only valid with \"auto_eject_hosts: true\"".into()
+            )
+        );
+        assert!(!one("  eject_repair: false\n").eject_repair);
+        assert_eq!(
+            directive_error("  auto_eject_hosts: true\n  eject_repair_keys: 0\n"),
+            (
+                Some(4),
+                "directive \"eject_repair_keys:\" cannot be 0".into()
+            )
+        );
+        assert_eq!(
+            directive_error("  eject_repair: yes\n").1,
+            "directive \"eject_repair\" is not \"true\" or \"false\""
+        );
+        assert_eq!(
+            directive_error("  eject_repair_keys: many\n").1,
+            "directive \"eject_repair_keys\" is not a number"
+        );
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub struct ServerConn {
     pub hup: bool,
     /// In the context's `ready_again` list (see `core.rs`).
     pub again: bool,
+    /// Reserved for the proxy's own requests (the probe of an ejected
+    /// server, repair steps): never given a client's request, and its
+    /// failure fails only those requests (no failure of the server is
+    /// counted for it).
+    pub private: bool,
 }
 
 impl ServerConn {

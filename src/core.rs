@@ -29,6 +29,7 @@ use crate::id::Arena;
 use crate::mbuf::MbufPool;
 use crate::msg::{Frag, Msg, MsgId, Origin, SegCursor, WriteCursor};
 use crate::net::{IoVecs, IovBuf};
+use crate::repair::Access;
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use crate::timer::{TimerEvent, Timers};
 use crate::topology::{ServerId, Topology};
@@ -105,6 +106,9 @@ pub struct Context {
     pub started: Instant,
     /// The sentinel clients of the pools with `sentinels:`.
     pub sentinels: crate::sentinel::Sentinels,
+    /// How the request being routed uses its keys; anything but a read is
+    /// remembered for ejection repair while a server is out (`repair.rs`).
+    pub cur_access: Access,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -168,6 +172,7 @@ impl Context {
             reload_failures: 0,
             started: now,
             sentinels: Default::default(),
+            cur_access: Access::Read,
         };
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)
@@ -385,7 +390,8 @@ impl Context {
             fired = true;
             match ev {
                 TimerEvent::Deadline(mid, at) => self.deadline_passed(mid, at),
-                TimerEvent::ServerRetry(sid) => self.server_retry(sid),
+                TimerEvent::ServerRetry(sid) => self.probe_start(sid),
+                TimerEvent::RepairNext(sid) => self.repair_next(sid),
                 TimerEvent::AcceptRetry(lid) => {
                     if let Some(Conn::Listener(l)) = self.conns.get_mut(lid) {
                         l.retry_pending = false;
@@ -414,22 +420,6 @@ impl Context {
             Some(sk) => self.server_close(sk, libc::ETIMEDOUT, true),
             None => m.deadline = None,
         }
-    }
-
-    /// An ejected server's retry time came: it is live again in its pool's
-    /// table (the next request may go to it).
-    fn server_retry(&mut self, sid: ServerId) {
-        let Some(srv) = self.topo.server(sid) else {
-            return;
-        };
-        if srv.next_retry.is_none_or(|t| t > self.now) {
-            return;
-        }
-        let pid = srv.pool;
-        if let Some(srv) = self.topo.server_mut(sid) {
-            srv.next_retry = None;
-        }
-        self.rebuild_pool(pid);
     }
 
     /// Rebuilds a pool's table and schedules the next retry, if a server is

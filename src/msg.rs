@@ -66,6 +66,12 @@ pub enum Internal {
     /// MULTI and the queued commands of a transaction: only EXEC's reply
     /// goes to the client.
     TxStep,
+    /// `PING` / `version` asked of an ejected server before it may rejoin
+    /// (`probe.rs`).
+    Probe,
+    /// One step of the repair of the keys owned by this server that were
+    /// written elsewhere while it was ejected (`repair.rs`).
+    Repair(ServerId),
 }
 
 /// What the client gets back for a multi-key request split over servers.

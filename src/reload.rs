@@ -273,6 +273,9 @@ impl Context {
             servers.push(id);
         }
         let max = conf.server_connections.max(1) as usize;
+        if servers != old_servers || pool_placement_changed(&conf, self.topo.pool(pid)) {
+            self.repair_reset(pid);
+        }
         if let Some(p) = self.topo.pool_mut(pid) {
             p.conf = conf;
             p.servers = servers.clone();
@@ -357,6 +360,18 @@ impl Context {
             self.pool_gone_check(pid);
         }
     }
+}
+
+/// Whether a reload changes where keys are placed (their owners), which
+/// the ejection repair of the pool depends on (`repair.rs`).
+fn pool_placement_changed(new: &PoolConf, old: Option<&crate::topology::Pool>) -> bool {
+    old.is_none_or(|p| {
+        p.conf.hash != new.hash
+            || p.conf.hash_tag != new.hash_tag
+            || p.conf.distribution != new.distribution
+            || p.conf.redis != new.redis
+            || !new.eject_repair
+    })
 }
 
 fn list(names: &[String]) -> String {

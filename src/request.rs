@@ -109,6 +109,11 @@ impl Context {
             self.fail_request(mid, libc::EINVAL);
             return;
         };
+        // Only looked at while a server of the pool is out (`repair.rs`).
+        self.cur_access = match pool.repair {
+            Some(_) => crate::repair::redis_access(p.name()),
+            None => crate::repair::Access::Read,
+        };
         let state = ClientState {
             authed: c.authed,
             proto: c.proto,
@@ -137,6 +142,10 @@ impl Context {
         if let Some(m) = self.msgs.get_mut(mid) {
             m.noreply = p.noreply;
         }
+        self.cur_access = match self.topo.pool(pid).and_then(|pool| pool.repair.as_ref()) {
+            Some(_) => crate::repair::mc_access(p.cmd),
+            None => crate::repair::Access::Read,
+        };
         let decided = plan::memcache(p.cmd, p.keys.len(), p.keys.first().map(key_range));
         self.carry_out(ck, mid, rx, pid, decided, p.start, end);
     }
@@ -270,7 +279,7 @@ impl Context {
                 for k in &rx.mc.keys {
                     let (from, to) = key_range(k);
                     let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-                    match self.topo.route(pid, kb) {
+                    match self.topo.route_for(pid, kb, self.cur_access) {
                         Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
                         Ok(_) => {
                             self.local_reply(
@@ -353,7 +362,7 @@ impl Context {
             };
             let (from, to) = arg_range(a);
             let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-            match self.topo.route(pid, k) {
+            match self.topo.route_for(pid, k, self.cur_access) {
                 Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
                 Ok(_) => {
                     self.local_reply(
@@ -472,7 +481,7 @@ impl Context {
         let routed = match key {
             Some((from, to)) => {
                 let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-                self.topo.route(pid, k)
+                self.topo.route_for(pid, k, self.cur_access)
             }
             None => self.topo.route(pid, PLACEHOLDER),
         };
@@ -520,7 +529,7 @@ impl Context {
                 a.data + u64::from(a.len),
                 &mut self.key_scratch,
             );
-            match self.topo.route(pid, k) {
+            match self.topo.route_for(pid, k, self.cur_access) {
                 Ok(s) => fs.key_server.push(s),
                 Err(errno) => {
                     self.frag_scratch = fs;
@@ -588,7 +597,7 @@ impl Context {
             let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
             frag.key_bytes.extend_from_slice(kb);
             frag.key_ends.push(frag.key_bytes.len() as u32);
-            match self.topo.route(pid, kb) {
+            match self.topo.route_for(pid, kb, self.cur_access) {
                 Ok(s) => fs.key_server.push(s),
                 Err(errno) => {
                     self.frag_scratch = fs;

@@ -10,6 +10,13 @@
 //! `draining` (its server left the pool, or the pool's connection settings
 //! changed in a reload) takes no new request and closes once both queues
 //! are empty.
+//!
+//! A *private* connection carries only the proxy's own requests: the probe
+//! of an ejected server (`probe.rs`) and the steps of an ejection repair
+//! (`repair.rs`). It is never chosen for a client's request, and its
+//! failure counts no failure of the server: it only fails those requests,
+//! which their owners handle (`own_reply`, `own_failed`). A server that is
+//! ejected counts no failures until it is back.
 
 use crate::client::{KEYS_PER_UNIT, READ_BUDGET};
 use crate::conf::ServerAddr;
@@ -57,13 +64,13 @@ impl Context {
                 .server(s)
                 .is_some_and(|srv| srv.conns.iter().all(|&k| self.is_draining(k)));
             if none {
-                let _ = self.server_connect(s, Proto::Resp2);
+                let _ = self.server_connect(s, Proto::Resp2, false);
             }
         }
     }
 
     fn is_draining(&self, sk: ConnId) -> bool {
-        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining || c.proto != Proto::Resp2)
+        matches!(self.conns.get(sk), Some(Conn::Server(c)) if c.draining || c.private || c.proto != Proto::Resp2)
     }
 
     /// Queues request `mid` on a connection to server `s`.
@@ -127,7 +134,7 @@ impl Context {
         let conns = &self.conns;
         let srv = self.topo.server_mut(s).ok_or(libc::EINVAL)?;
         // Counted and picked in place: no allocation per request.
-        let usable = |k: &&ConnId| matches!(conns.get(**k), Some(Conn::Server(c)) if !c.draining && c.proto == proto);
+        let usable = |k: &&ConnId| matches!(conns.get(**k), Some(Conn::Server(c)) if !c.draining && !c.private && c.proto == proto);
         let live = srv.conns.iter().filter(usable).count();
         if live >= max {
             // Least recently used first: the connections in creation order.
@@ -135,10 +142,41 @@ impl Context {
             srv.rr = (srv.rr + 1) % live;
             return k.ok_or(libc::EINVAL);
         }
-        self.server_connect(s, proto)
+        self.server_connect(s, proto, false)
     }
 
-    fn server_connect(&mut self, s: ServerId, proto: Proto) -> Result<ConnId, i32> {
+    /// A connection to server `s` reserved for the proxy's own requests
+    /// (probe, repair): an open one, or a new one.
+    pub fn private_conn(&mut self, s: ServerId) -> Result<ConnId, i32> {
+        let srv = self.topo.server(s).ok_or(libc::EINVAL)?;
+        let open = srv.conns.iter().copied().find(
+            |&k| matches!(self.conns.get(k), Some(Conn::Server(c)) if c.private && !c.draining),
+        );
+        match open {
+            Some(k) => Ok(k),
+            None => self.server_connect(s, Proto::Resp2, true),
+        }
+    }
+
+    /// Queues one of the proxy's own requests on connection `sk` of server
+    /// `s`, with a deadline `after` from now when given.
+    pub fn queue_internal(&mut self, sk: ConnId, s: ServerId, mid: MsgId, after: Option<Duration>) {
+        let Some(Conn::Server(c)) = self.conns.get_mut(sk) else {
+            self.free_msg(mid);
+            return;
+        };
+        c.inq.push_back(mid);
+        if let Some(m) = self.msgs.get_mut(mid) {
+            m.server = Some(s);
+            m.server_conn = Some(sk);
+            if let Some(d) = after {
+                m.deadline = Some(self.timers.deadline(self.now, d, mid));
+            }
+        }
+        self.dirty_servers.push(sk);
+    }
+
+    fn server_connect(&mut self, s: ServerId, proto: Proto, private: bool) -> Result<ConnId, i32> {
         let (Some(srv), Some(pool)) = (self.topo.server(s), self.topo.server_pool(s)) else {
             return Err(libc::EINVAL);
         };
@@ -200,6 +238,7 @@ impl Context {
             proto,
             hup: false,
             again: false,
+            private,
         };
         // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
         // request.
@@ -239,6 +278,16 @@ impl Context {
         let mid = self.alloc_msg(Origin::Internal(kind));
         if let Some(m) = self.msgs.get_mut(mid) {
             self.mbufs.push_bytes(&wire, &mut m.req);
+            m.req_len = wire.len();
+        }
+        mid
+    }
+
+    /// A request of the proxy's own given as its wire bytes (memcached).
+    pub fn internal_raw(&mut self, wire: &[u8], kind: Internal) -> MsgId {
+        let mid = self.alloc_msg(Origin::Internal(kind));
+        if let Some(m) = self.msgs.get_mut(mid) {
+            self.mbufs.push_bytes(wire, &mut m.req);
             m.req_len = wire.len();
         }
         mid
@@ -563,7 +612,20 @@ impl Context {
         let start = reply.start;
         let origin = self.msgs.get(mid).map_or(Origin::Orphan, |m| m.origin);
         if let Origin::Internal(kind) = origin {
-            self.internal_reply(s, kind, &reply);
+            match kind {
+                // Consumed by probe.rs and repair.rs, which read the reply
+                // itself (a DUMP payload, a SCAN page); copied, as these
+                // are rare and the reply's bytes go away with the input.
+                Internal::Probe | Internal::Repair(_) => {
+                    let raw = rx
+                        .inbuf
+                        .bytes(&self.mbufs, start, end, &mut self.key_scratch)
+                        .to_vec();
+                    self.server_done(mid);
+                    self.own_reply(s, mid, kind, &raw);
+                }
+                _ => self.internal_reply(s, kind, &reply),
+            }
             self.free_msg(mid);
             return Ok(());
         }
@@ -637,7 +699,7 @@ impl Context {
     /// The reply to one of the proxy's own requests.
     fn internal_reply(&mut self, s: ServerId, kind: Internal, reply: &Reply) {
         match kind {
-            Internal::Auth | Internal::TxStep => {}
+            Internal::Auth | Internal::TxStep | Internal::Probe | Internal::Repair(_) => {}
             Internal::Hello => {
                 if let (Some(text), Some(srv)) = (reply.error_text, self.topo.server(s)) {
                     crate::log_warn!(
@@ -710,7 +772,9 @@ impl Context {
                 let Some(m) = self.msgs.get(mid) else {
                     continue;
                 };
-                if m.is_internal() {
+                if let Origin::Internal(kind) = m.origin {
+                    self.server_done(mid);
+                    self.own_failed(s, mid, kind);
                     self.free_msg(mid);
                     continue;
                 }
@@ -731,9 +795,11 @@ impl Context {
         }
         // A draining connection was made to an address or under settings
         // that no longer hold (a reload, a master switch): its failure says
-        // nothing about the server as it is now, so it does not count
-        // toward an ejection.
-        if !c.draining {
+        // nothing about the server as it is now. The proxy's own private
+        // connection failing is its own requests' business (a failed probe
+        // restarts the retry wait, a failed repair step is retried). Neither
+        // counts toward an ejection.
+        if !c.draining && !c.private {
             self.server_failed(s);
         }
         self.server_gone_check(s);
@@ -757,7 +823,9 @@ impl Context {
         let Some(srv) = self.topo.server_mut(s) else {
             return;
         };
-        if srv.detached {
+        // Already out of the table: nothing more to count until its probe
+        // (`probe.rs`) lets it back.
+        if srv.detached || srv.next_retry.is_some() {
             return;
         }
         srv.failures += 1;
@@ -776,6 +844,7 @@ impl Context {
         }
         crate::log_warn!("server '{}' ejected for {} msec", pname, retry);
         self.timers.schedule(at, TimerEvent::ServerRetry(s));
+        self.repair_track(s);
         self.rebuild_pool(pid);
     }
 }

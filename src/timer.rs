@@ -35,8 +35,11 @@ pub enum TimerEvent {
     /// A request's deadline (the instant it was set for, to tell it from a
     /// later deadline of the same message).
     Deadline(MsgId, Instant),
-    /// An ejected server's retry time has come: it is back.
+    /// An ejected server's retry time has come: it is probed (`probe.rs`).
     ServerRetry(ServerId),
+    /// The repair of a returning server waited after a failed step; it
+    /// goes on (`repair.rs`).
+    RepairNext(ServerId),
     /// Accept again on a listener after running out of descriptors.
     AcceptRetry(ConnId),
     /// A pool's sentinel client: connect, time out or refresh (the instant

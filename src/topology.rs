@@ -12,14 +12,20 @@
 //!
 //! Routing ([`Topology::route`]) is a pure lookup: it never rebuilds a
 //! table as a side effect. Tables change only through [`Topology::rebuild`],
-//! called when a server is ejected, when its retry time comes (a timer
-//! event), and when a reload changes the pool.
+//! called when a server is ejected, when it passes its probe after its
+//! retry time (`probe.rs`), and when a reload changes the pool. While a
+//! server of the pool is ejected or being repaired, the pool carries a
+//! [`PoolRepair`] (`repair.rs`): `route` then sends a key written during
+//! the ejection to the server holding its newest value until it is moved
+//! back, and [`Topology::route_for`] records such writes.
 
 use crate::conf::{PoolConf, ServerAddr, ServerConf};
 use crate::conn::ConnId;
 use crate::hashkit::{self, Selector, ServerSpec};
 use crate::id::{Arena, Id};
 use crate::metrics::{PoolStats, ServerStats};
+use crate::msg::MsgId;
+use crate::repair::{Access, PoolRepair};
 use std::time::Instant;
 
 pub type PoolId = Id<Pool>;
@@ -36,6 +42,10 @@ pub struct Pool {
     /// Removed by a reload: no listener, no place in the stats; it serves
     /// the clients it still has and is dropped when the last one leaves.
     pub retired: bool,
+    /// Ejection repair (`repair.rs`): present only while a server of the
+    /// pool is ejected or being repaired, so routing costs nothing more
+    /// in the steady state.
+    pub repair: Option<Box<PoolRepair>>,
 }
 
 pub struct Server {
@@ -45,8 +55,11 @@ pub struct Server {
     /// Round-robin cursor over `conns` once all exist.
     pub rr: usize,
     pub failures: u32,
-    /// Ejected until then.
+    /// Ejected: out of the table until it passes a probe after this time
+    /// (`probe.rs`); `None` once it is back.
     pub next_retry: Option<Instant>,
+    /// The probe asked of it now, while ejected.
+    pub probe: Option<MsgId>,
     pub stats: ServerStats,
     /// Left its pool in a reload: no new requests; dropped once drained.
     pub detached: bool,
@@ -64,6 +77,7 @@ impl Server {
             rr: 0,
             failures: 0,
             next_retry: None,
+            probe: None,
             stats: ServerStats::default(),
             detached: false,
             master: None,
@@ -111,6 +125,7 @@ impl Topology {
             nclients: 0,
             stats: PoolStats::default(),
             retired: false,
+            repair: None,
         });
         let ids: Vec<ServerId> = servers
             .into_iter()
@@ -160,12 +175,35 @@ impl Topology {
             pool.servers.len(),
         )
         .ok_or(libc::ECONNREFUSED)?;
-        pool.servers.get(idx).copied().ok_or(libc::ECONNREFUSED)
+        let s = pool.servers.get(idx).copied().ok_or(libc::ECONNREFUSED)?;
+        // A key written elsewhere while its owner was ejected stays there
+        // until it is moved back (`repair.rs`).
+        match &pool.repair {
+            Some(rep) => Ok(rep.pinned(idx, key).unwrap_or(s)),
+            None => Ok(s),
+        }
+    }
+
+    /// [`route`](Self::route) for a request that `access`es the key: a
+    /// write routed away from an ejected owner is remembered, so the owner
+    /// is repaired before it serves the key again (`repair.rs`).
+    pub fn route_for(&mut self, pid: PoolId, key: &[u8], access: Access) -> Result<ServerId, i32> {
+        let s = self.route(pid, key)?;
+        if access == Access::Read {
+            return Ok(s);
+        }
+        if let Some(pool) = self.pools.get_mut(pid) {
+            if let Some(rep) = pool.repair.as_mut() {
+                let conf = &pool.conf;
+                rep.record(conf, &pool.servers, key, s, access);
+            }
+        }
+        Ok(s)
     }
 
     /// Rebuilds a pool's table from its live servers. Returns the earliest
     /// retry time of a server still ejected, for the caller's timer.
-    pub fn rebuild(&mut self, pid: PoolId, now: Instant) -> Option<Instant> {
+    pub fn rebuild(&mut self, pid: PoolId, _now: Instant) -> Option<Instant> {
         let servers = &self.servers;
         let pool = self.pools.get_mut(pid)?;
         let mut next = None::<Instant>;
@@ -175,7 +213,9 @@ impl Topology {
             .iter()
             .filter_map(|&s| servers.get(s))
             .map(|srv| {
-                let live = !eject || srv.next_retry.is_none_or(|t| t <= now);
+                // An ejected server comes back only through its probe,
+                // which clears `next_retry` (`probe.rs`).
+                let live = !eject || srv.next_retry.is_none();
                 if let (false, Some(t)) = (live, srv.next_retry) {
                     next = Some(next.map_or(t, |n: Instant| n.min(t)));
                 }

@@ -74,7 +74,7 @@ impl Context {
                 a.data + u64::from(a.len),
                 &mut self.key_scratch,
             );
-            match self.topo.route(pid, k) {
+            match self.topo.route_for(pid, k, self.cur_access) {
                 Ok(s) => servers.push(s),
                 Err(e) => failed = Some(e),
             }

@@ -21,8 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
-/// Pool metrics in docs/compatibility.md §10.2 order, then ours (Redis Sentinel, issue 16).
-const POOL_METRICS: [&str; 8] = [
+/// Pool metrics in docs/compatibility.md §10.2 order: the 0.5.0 ones, then
+/// ours (Redis Sentinel, ejection repair).
+const POOL_METRICS: [&str; 10] = [
     "client_eof",
     "client_err",
     "client_connections",
@@ -31,6 +32,8 @@ const POOL_METRICS: [&str; 8] = [
     "fragments",
     "sentinel_connected",
     "master_switches",
+    "repairing",
+    "repaired_keys",
 ];
 
 /// Server metrics in docs/compatibility.md §10.2 order.
@@ -51,13 +54,15 @@ const SERVER_METRICS: [&str; 13] = [
 ];
 
 /// The Prometheus family of each pool metric, in [`POOL_METRICS`] order.
-const POOL_PROM: [&str; 6] = [
+const POOL_PROM: [&str; 8] = [
     "nutcracker_pool_client_eof_total",
     "nutcracker_pool_client_err_total",
     "nutcracker_pool_client_connections",
     "nutcracker_pool_server_ejects_total",
     "nutcracker_pool_forward_error_total",
     "nutcracker_pool_fragments_total",
+    "nutcracker_pool_repairing",
+    "nutcracker_pool_repaired_keys_total",
 ];
 
 /// The Prometheus family of each server metric, in [`SERVER_METRICS`]
@@ -1158,7 +1163,7 @@ fn metrics_follow_prometheus_conventions() {
         }
     }
     // process (connections, reloads, reload failures), pool, server counters
-    assert_eq!(counters, 1 + 2 + 6 + 7, "{text}");
+    assert_eq!(counters, 1 + 2 + 7 + 7, "{text}");
     let stamp = text
         .lines()
         .find_map(|l| {

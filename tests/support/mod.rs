@@ -716,6 +716,10 @@ impl Memcached {
         self.child.stop();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     pub fn raw(&self) -> RawConn {
         RawConn::connect(self.port)
     }
