@@ -80,7 +80,18 @@ pub struct PoolConf {
     pub reuseport: bool,
     /// Sorted by name, length first then bytes (docs/compatibility.md §4.5).
     pub servers: Vec<ServerConf>,
+    /// `migrate_from:`, the pool's previous servers (sorted like
+    /// `servers`): keys whose owner differs there are moved (`migrate.rs`).
+    /// Empty: no migration.
+    pub migrate_from: Vec<ServerConf>,
+    /// `migrate_rate:`, keys per second the background mover examines.
+    pub migrate_rate: u32,
 }
+
+/// Keys per second the background mover examines when `migrate_rate:` is
+/// not given: enough to finish a million keys in well under an hour while
+/// leaving the backends to their clients.
+pub const DEFAULT_MIGRATE_RATE: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conf {
@@ -398,6 +409,9 @@ const ROOT_DEPTH: usize = 1;
 fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfError> {
     let mut depth = 0usize;
     let mut seq = false;
+    // `migrate_from:` is the one directive allowed a second sequence.
+    let mut migrate_seq = false;
+    let mut last_key: Option<&str> = None;
     let mut count = [0u32; MAX_DEPTH + 1];
     let mut pool_line = None;
     let err = |line: Option<usize>, what: String| ConfError {
@@ -435,6 +449,7 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                         ));
                     }
                     seq = false;
+                    migrate_seq = false;
                 }
                 depth = depth.saturating_sub(1);
                 if let Some(c) = count.get_mut(depth) {
@@ -442,7 +457,8 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                 }
             }
             Event::SequenceStart(..) => {
-                if seq {
+                let migrate = depth == MAX_DEPTH && last_key == Some("migrate_from");
+                if (seq && !migrate) || (migrate && migrate_seq) {
                     return Err(err(line, "has more than one sequence directive".into()));
                 }
                 if depth != MAX_DEPTH {
@@ -457,14 +473,21 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                         format!("has invalid \"key:value\" at depth {depth}"),
                     ));
                 }
-                seq = true;
+                if migrate {
+                    migrate_seq = true;
+                } else {
+                    seq = true;
+                }
             }
             Event::SequenceEnd => {
                 if let Some(c) = count.get_mut(depth) {
                     *c = 0;
                 }
             }
-            Event::Scalar(..) => {
+            Event::Scalar(value, ..) => {
+                if depth == MAX_DEPTH && here % 2 == 0 {
+                    last_key = Some(value.as_str());
+                }
                 if depth == 0 {
                     return Err(err(
                         line,
@@ -527,6 +550,8 @@ struct RawPool {
     reuseport: Option<bool>,
     /// With the line each server was written on.
     servers: Vec<(ServerConf, usize)>,
+    migrate_from: Vec<(ServerConf, usize)>,
+    migrate_rate: Option<(u32, usize)>,
 }
 
 /// Walks the (structurally valid) events and applies each directive in file
@@ -666,6 +691,13 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
             pool.servers.push((server, line));
             Ok(())
         }
+        "migrate_from" => {
+            let yaml_index = pool.migrate_from.len();
+            let server = parse_server(value, yaml_index).map_err(fail)?;
+            pool.migrate_from.push((server, line));
+            Ok(())
+        }
+        "migrate_rate" => once(&mut pool.migrate_rate, number().map(|n| (n, line))),
         _ => Err("is unknown"),
     };
     done.map_err(fail)
@@ -917,7 +949,28 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             "directive \"redis_auth:\" is only valid for a redis pool".into(),
         ));
     }
-    let mut servers = raw.servers;
+    let migrate_from_lines = raw.migrate_from;
+    let migrate_rate = match raw.migrate_rate {
+        None => DEFAULT_MIGRATE_RATE,
+        Some((0, line)) => {
+            return Err(ConfError::at(
+                line,
+                "directive \"migrate_rate:\" cannot be 0".into(),
+            ))
+        }
+        Some((n, _)) => n,
+    };
+    if let (Some(Distribution::Random), Some((_, line))) =
+        (raw.distribution, migrate_from_lines.first())
+    {
+        // A random pool places nothing, so there is no previous owner.
+        return Err(ConfError::at(
+            *line,
+            "directive \"migrate_from:\" needs a distribution that places keys (ketama or modula)"
+                .into(),
+        ));
+    }
+    let servers = raw.servers;
     if servers.is_empty() {
         // nutcracker 0.5.0 only logs this and runs a pool that fails every
         // request; refusing it is kinder.
@@ -926,20 +979,8 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             format!("pool '{}' has no servers", raw.name),
         ));
     }
-    servers.sort_by(|(a, _), (b, _)| name_cmp(&a.name, &b.name));
-    for pair in servers.windows(2) {
-        if let [(a, a_line), (b, b_line)] = pair {
-            if a.name == b.name {
-                return Err(ConfError::at(
-                    (*a_line).max(*b_line),
-                    format!(
-                        "pool '{}' has servers with same name '{}'",
-                        raw.name, a.name
-                    ),
-                ));
-            }
-        }
-    }
+    let servers = sorted_servers(&raw.name, servers)?;
+    let migrate_from = sorted_servers(&raw.name, migrate_from_lines)?;
     let pool = PoolConf {
         name: raw.name,
         listen_str,
@@ -968,13 +1009,35 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             .unwrap_or(DEFAULT_SERVER_FAILURE_LIMIT),
         tcpkeepalive: raw.tcpkeepalive.unwrap_or(false),
         reuseport: raw.reuseport.unwrap_or(false),
-        servers: servers.into_iter().map(|(server, _)| server).collect(),
+        servers,
+        migrate_from,
+        migrate_rate,
     };
     Ok(Checked {
         pool,
         name_line: raw.line,
         listen_line,
     })
+}
+
+/// A server list sorted by name (the table's index order), refusing two
+/// servers of the same name: `servers:` and `migrate_from:` alike.
+fn sorted_servers(
+    pool: &str,
+    mut servers: Vec<(ServerConf, usize)>,
+) -> Result<Vec<ServerConf>, ConfError> {
+    servers.sort_by(|(a, _), (b, _)| name_cmp(&a.name, &b.name));
+    for pair in servers.windows(2) {
+        if let [(a, a_line), (b, b_line)] = pair {
+            if a.name == b.name {
+                return Err(ConfError::at(
+                    (*a_line).max(*b_line),
+                    format!("pool '{}' has servers with same name '{}'", pool, a.name),
+                ));
+            }
+        }
+    }
+    Ok(servers.into_iter().map(|(server, _)| server).collect())
 }
 
 fn finish(raw: Vec<RawPool>, path: &str) -> Result<Conf, ConfError> {
@@ -1126,6 +1189,57 @@ mod tests {
         assert_eq!(p.server_failure_limit, 5);
         assert!(p.tcpkeepalive);
         assert!(p.reuseport);
+    }
+
+    #[test]
+    fn migrate_from_is_a_second_server_list() {
+        let text = concat!(
+            "p:\n  listen: 127.0.0.1:22121\n  migrate_rate: 50\n",
+            "  migrate_from:\n   - 127.0.0.1:3:1 c\n   - 127.0.0.1:2:1 b\n",
+            "  servers:\n   - 127.0.0.1:2:1 b\n   - 127.0.0.1:4:1 d\n",
+        );
+        let p = parse(text).unwrap().pools.remove(0);
+        let names = |v: &[ServerConf]| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&p.servers), ["b", "d"]);
+        assert_eq!(names(&p.migrate_from), ["b", "c"]);
+        assert_eq!(p.migrate_rate, 50);
+        assert_eq!(one("").migrate_from, vec![]);
+        assert_eq!(one("").migrate_rate, DEFAULT_MIGRATE_RATE);
+    }
+
+    #[test]
+    fn migrate_from_is_validated_like_servers() {
+        let base = "p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:2:1\n";
+        let (line, msg) = fails(&format!("{base}  migrate_from:\n   - 127.0.0.1:x:1\n"));
+        assert_eq!(line, Some(6));
+        assert!(
+            msg.contains("directive \"migrate_from\" has an invalid port"),
+            "{msg}"
+        );
+        let (_, msg) = fails(&format!(
+            "{base}  migrate_from:\n   - 127.0.0.1:3:1 a\n   - 127.0.0.1:4:1 a\n"
+        ));
+        assert!(msg.contains("has servers with same name 'a'"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  migrate_from:\n   - 127.0.0.1:3:0\n"));
+        assert!(msg.contains("zero weight"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  migrate_rate: 0\n"));
+        assert!(msg.contains("\"migrate_rate:\" cannot be 0"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  migrate_rate: fast\n"));
+        assert!(msg.contains("is not a number"), "{msg}");
+        // Only migrate_from may add a sequence, and only once.
+        let (_, msg) = fails(&format!(
+            "{base}  migrate_from:\n   - 127.0.0.1:3:1\n  migrate_from:\n   - 127.0.0.1:4:1\n"
+        ));
+        assert!(msg.contains("more than one sequence"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  other:\n   - 127.0.0.1:3:1\n"));
+        assert!(msg.contains("more than one sequence"), "{msg}");
+        let (_, msg) = fails(&format!(
+            "{base}  distribution: random\n  migrate_from:\n   - 127.0.0.1:3:1\n"
+        ));
+        assert!(
+            msg.contains("needs a distribution that places keys"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! `client.rs` reads, parses and writes replies back, `plan.rs` decides
 //! (local reply, one server, fragments), `request.rs` carries the decision
 //! out and owns the request lifecycle, `server.rs` talks to the backends,
-//! `fragment.rs` merges split replies, `reload.rs` swaps the topology.
+//! `fragment.rs` merges split replies, `reload.rs` swaps the topology,
+//! `migrate.rs` moves keys to their new owner when the servers change.
 
 use crate::conf::Conf;
 use crate::conn::{Conn, ConnId};
@@ -92,6 +93,8 @@ pub struct Context {
     pub reload_failures: u64,
     /// When the engine started (INFO's uptime).
     pub started: Instant,
+    /// Keys being moved between servers (`migrate.rs`).
+    pub moves: crate::migrate::Moves,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -107,6 +110,7 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     )?;
     ctx.stats = Some(stats);
     ctx.preconnect_all();
+    ctx.migrate_start_all();
     ctx.listen_all()?;
     // Listeners count as connections from the start.
     ctx.publish_stats();
@@ -150,6 +154,7 @@ impl Context {
             reloads: 0,
             reload_failures: 0,
             started: now,
+            moves: crate::migrate::Moves::default(),
         };
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)
@@ -337,6 +342,7 @@ impl Context {
                     }
                     self.accept(lid);
                 }
+                TimerEvent::MigrateTick(pid) => self.migrate_tick(pid),
             }
         }
         if fired {

@@ -92,6 +92,10 @@ metric_table! {
         server_ejects: Counter, "# times backend server was ejected", "server_ejects_total", "times a server of the pool was ejected";
         forward_error: Counter, "# times we encountered a forwarding error", "forward_error_total", "requests answered with an error reply made by the proxy";
         fragments: Counter, "# fragments created from a multi-vector request", "fragments_total", "sub-requests created by splitting multi-key requests";
+        migrating: Gauge, "1 while a migration of the pool (migrate_from) runs", "migrating", "1 while keys are being moved off the pool's previous servers (migrate_from), else 0";
+        migrate_scanned: Counter, "# keys examined on previous owners", "migrate_scanned_total", "keys the migration examined on the pool's previous servers";
+        migrate_moved: Counter, "# keys moved to their new owner", "migrate_moved_total", "keys the migration moved to their new owner";
+        migrate_errors: Counter, "# failed key moves or scans", "migrate_errors_total", "key moves and scans of the migration that failed";
     }
 }
 
@@ -166,7 +170,11 @@ mod tests {
                 "client_connections",
                 "server_ejects",
                 "forward_error",
-                "fragments"
+                "fragments",
+                "migrating",
+                "migrate_scanned",
+                "migrate_moved",
+                "migrate_errors"
             ]
         );
         let server: Vec<&str> = SERVER_METRICS.iter().map(|m| m.name).collect();
@@ -202,6 +210,7 @@ mod tests {
             gauges,
             [
                 "client_connections",
+                "migrating",
                 "server_connections",
                 "in_queue",
                 "in_queue_bytes",
@@ -233,19 +242,23 @@ mod tests {
             lines[3],
             "  client_connections  \"# active client connections\""
         );
-        assert_eq!(lines[7], "");
-        assert_eq!(lines[8], "server stats:");
         assert_eq!(
-            lines[13],
+            lines[7],
+            "  migrating           \"1 while a migration of the pool (migrate_from) runs\""
+        );
+        assert_eq!(lines[11], "");
+        assert_eq!(lines[12], "server stats:");
+        assert_eq!(
+            lines[17],
             "  server_ejected_at   \"timestamp when server was ejected in usec since epoch\""
         );
         assert_eq!(
-            lines[21],
+            lines[25],
             "  out_queue_bytes     \"current request bytes in outgoing queue\""
         );
         // Ends with the last entry's newline, no trailing blank line.
-        assert_eq!(lines.len(), 23);
-        assert_eq!(lines[22], "");
+        assert_eq!(lines.len(), 27);
+        assert_eq!(lines[26], "");
     }
 
     #[test]

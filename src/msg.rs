@@ -66,6 +66,9 @@ pub enum Internal {
     /// MULTI and the queued commands of a transaction: only EXEC's reply
     /// goes to the client.
     TxStep,
+    /// One step of a key move (`migrate.rs`): its reply, or its failure,
+    /// drives the move on.
+    Move(crate::migrate::JobId),
 }
 
 /// What the client gets back for a multi-key request split over servers.

@@ -199,6 +199,7 @@ impl Context {
                 }
             }
             self.preconnect(id);
+            self.migrate_configure(id);
         }
         self.topo.order = order;
         self.topo.generation += 1;

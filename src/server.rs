@@ -479,6 +479,15 @@ impl Context {
         let start = reply.start;
         let origin = self.msgs.get(mid).map_or(Origin::Orphan, |m| m.origin);
         if let Origin::Internal(kind) = origin {
+            if let Internal::Move(_) = kind {
+                // A key move reads its reply itself (`migrate.rs`).
+                self.server_done(mid);
+                if let Some(m) = self.msgs.get_mut(mid) {
+                    rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.rsp);
+                }
+                self.complete(mid);
+                return Ok(());
+            }
             self.internal_reply(s, kind, &reply);
             self.free_msg(mid);
             return Ok(());
@@ -539,7 +548,7 @@ impl Context {
     /// The reply to one of the proxy's own requests.
     fn internal_reply(&mut self, s: ServerId, kind: Internal, reply: &Reply) {
         match kind {
-            Internal::Auth | Internal::TxStep => {}
+            Internal::Auth | Internal::TxStep | Internal::Move(_) => {}
             Internal::Hello => {
                 if let (Some(text), Some(srv)) = (reply.error_text, self.topo.server(s)) {
                     crate::log_warn!(
@@ -612,6 +621,12 @@ impl Context {
                 let Some(m) = self.msgs.get(mid) else {
                     continue;
                 };
+                if let Origin::Internal(Internal::Move(_)) = m.origin {
+                    // A key move must hear of the failure to go on.
+                    self.server_done(mid);
+                    self.fail_request(mid, errno);
+                    continue;
+                }
                 if m.is_internal() {
                     self.free_msg(mid);
                     continue;

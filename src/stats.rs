@@ -1166,12 +1166,14 @@ mod tests {
             + "\"timestamp\":1700000000, \"total_connections\":17, \"curr_connections\":5, "
             + "\"alpha\": {\"client_eof\":1, \"client_err\":2, \"client_connections\":3, \"server_ejects\":4, "
             + "\"forward_error\":5, \"fragments\":6, "
+            + "\"migrating\":0, \"migrate_scanned\":0, \"migrate_moved\":0, \"migrate_errors\":0, "
             + &server_json("127.0.0.1:6379", 100)
             + ","
             + &server_json("127.0.0.1:6380", 200)
             + "},"
             + "\"beta\": {\"client_eof\":7, \"client_err\":8, \"client_connections\":9, \"server_ejects\":10, "
             + "\"forward_error\":11, \"fragments\":-12, "
+            + "\"migrating\":0, \"migrate_scanned\":0, \"migrate_moved\":0, \"migrate_errors\":0, "
             + &server_json("cache1", 300)
             + ","
             + &server_json("cache2", 400)
@@ -1212,7 +1214,7 @@ mod tests {
             pools: vec![PoolSnap::zeroed("p", &[])],
             ..Snapshot::default()
         };
-        assert!(render_json(&snap, "h", "v", 0, 0).ends_with("\"fragments\":0}}\n"));
+        assert!(render_json(&snap, "h", "v", 0, 0).ends_with("\"migrate_errors\":0}}\n"));
         // Short value vectors read as zeros instead of breaking the layout.
         let snap = Snapshot {
             pools: vec![PoolSnap {
@@ -1282,10 +1284,10 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         // HELP and TYPE once per family; one sample per pool / server.
-        assert_eq!(text.matches("# TYPE ").count(), 4 + 2 + 4 + 6 + 13);
-        assert_eq!(text.matches("# HELP ").count(), 4 + 2 + 4 + 6 + 13);
+        assert_eq!(text.matches("# TYPE ").count(), 4 + 2 + 4 + 10 + 13);
+        assert_eq!(text.matches("# HELP ").count(), 4 + 2 + 4 + 10 + 13);
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 4 + 2 + 4 + 6 * 2 + 13 * 4);
+        assert_eq!(samples, 4 + 2 + 4 + 10 * 2 + 13 * 4);
         assert!(text.ends_with('\n'));
         // Without mbuf figures the mbuf families are left out.
         let plain = render_prometheus(&two_by_two(), "h", "v", 0);
@@ -1315,8 +1317,8 @@ mod tests {
                 assert!(!line.starts_with('#'), "{line}");
             }
         }
-        assert_eq!(families, 4 + 2 + 4 + 6 + 13);
-        assert_eq!(text.matches(" counter\n").count(), 1 + 2 + 5 + 7);
+        assert_eq!(families, 4 + 2 + 4 + 10 + 13);
+        assert_eq!(text.matches(" counter\n").count(), 1 + 2 + 8 + 7);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 
 use crate::conn::ConnId;
 use crate::msg::MsgId;
-use crate::topology::ServerId;
+use crate::topology::{PoolId, ServerId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
@@ -39,6 +39,9 @@ pub enum TimerEvent {
     ServerRetry(ServerId),
     /// Accept again on a listener after running out of descriptors.
     AcceptRetry(ConnId),
+    /// The background mover of a pool's migration takes its next batch
+    /// (`migrate.rs`).
+    MigrateTick(PoolId),
 }
 
 #[derive(Debug, Default)]

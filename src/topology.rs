@@ -36,6 +36,9 @@ pub struct Pool {
     /// Removed by a reload: no listener, no place in the stats; it serves
     /// the clients it still has and is dropped when the last one leaves.
     pub retired: bool,
+    /// The migration off `migrate_from:` (`migrate.rs`); `None` when the
+    /// pool has no previous servers.
+    pub migration: Option<Box<crate::migrate::Migration>>,
 }
 
 pub struct Server {
@@ -102,6 +105,7 @@ impl Topology {
             nclients: 0,
             stats: PoolStats::default(),
             retired: false,
+            migration: None,
         });
         let ids: Vec<ServerId> = servers
             .into_iter()

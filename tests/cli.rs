@@ -19,6 +19,10 @@ const DESCRIBE: &str = "pool stats:
   server_ejects       \"# times backend server was ejected\"
   forward_error       \"# times we encountered a forwarding error\"
   fragments           \"# fragments created from a multi-vector request\"
+  migrating           \"1 while a migration of the pool (migrate_from) runs\"
+  migrate_scanned     \"# keys examined on previous owners\"
+  migrate_moved       \"# keys moved to their new owner\"
+  migrate_errors      \"# failed key moves or scans\"
 
 server stats:
   server_eof          \"# eof on server connections\"

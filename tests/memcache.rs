@@ -243,7 +243,6 @@ fn pipeline(c: &mut RawConn, req: &[u8], want: &[u8]) {
     }
 }
 
-
 /// The cas unique of `key` according to `gets` over `c`.
 fn cas_of(c: &mut RawConn, key: &[u8]) -> u64 {
     c.send(&get_line("gets", &[key]));
@@ -901,7 +900,10 @@ fn stats_and_flush_all() {
     for stat in ["pid", "uptime", "version", "curr_connections", "requests"] {
         assert!(text.contains(&format!("STAT {stat} ")), "{stat} in {text}");
     }
-    assert!(text.lines().all(|l| l.starts_with("STAT ") || l == "END"), "{text}");
+    assert!(
+        text.lines().all(|l| l.starts_with("STAT ") || l == "END"),
+        "{text}"
+    );
     conv(&mut c, b"flush_all\r\n", b"OK\r\n");
     for b in &cl.backends {
         for k in &ks {
@@ -909,8 +911,16 @@ fn stats_and_flush_all() {
         }
     }
     conv(&mut c, b"flush_all noreply\r\nget fl:0\r\n", b"END\r\n");
-    conv(&mut c, &store("set", b"fl:0", 0, b"w", false), b"STORED\r\n");
-    conv(&mut c, &get_line("get", &[b"fl:0"]), &get_reply(b"fl:0", Some((0, b"w"))));
+    conv(
+        &mut c,
+        &store("set", b"fl:0", 0, b"w", false),
+        b"STORED\r\n",
+    );
+    conv(
+        &mut c,
+        &get_line("get", &[b"fl:0"]),
+        &get_reply(b"fl:0", Some((0, b"w"))),
+    );
 }
 
 #[test]

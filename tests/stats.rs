@@ -22,13 +22,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
 /// Pool metrics in docs/compatibility.md §10.2 order.
-const POOL_METRICS: [&str; 6] = [
+const POOL_METRICS: [&str; 10] = [
     "client_eof",
     "client_err",
     "client_connections",
     "server_ejects",
     "forward_error",
     "fragments",
+    "migrating",
+    "migrate_scanned",
+    "migrate_moved",
+    "migrate_errors",
 ];
 
 /// Server metrics in docs/compatibility.md §10.2 order.
@@ -49,13 +53,17 @@ const SERVER_METRICS: [&str; 13] = [
 ];
 
 /// The Prometheus family of each pool metric, in [`POOL_METRICS`] order.
-const POOL_PROM: [&str; 6] = [
+const POOL_PROM: [&str; 10] = [
     "nutcracker_pool_client_eof_total",
     "nutcracker_pool_client_err_total",
     "nutcracker_pool_client_connections",
     "nutcracker_pool_server_ejects_total",
     "nutcracker_pool_forward_error_total",
     "nutcracker_pool_fragments_total",
+    "nutcracker_pool_migrating",
+    "nutcracker_pool_migrate_scanned_total",
+    "nutcracker_pool_migrate_moved_total",
+    "nutcracker_pool_migrate_errors_total",
 ];
 
 /// The Prometheus family of each server metric, in [`SERVER_METRICS`]
@@ -1155,7 +1163,7 @@ fn metrics_follow_prometheus_conventions() {
             assert!(!help.starts_with('#'), "HELP copied from -D: {line}");
         }
     }
-    assert_eq!(counters, 1 + 2 + 5 + 7, "{text}");
+    assert_eq!(counters, 1 + 2 + 8 + 7, "{text}");
     let stamp = text
         .lines()
         .find_map(|l| {
