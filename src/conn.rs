@@ -95,6 +95,9 @@ pub struct ServerConn {
     pub draining: bool,
     /// The protocol it was set up with (`HELLO 3` for RESP3 clients).
     pub proto: Proto,
+    /// Opened for one user (memcached's metadump must be alone on its
+    /// connection, see `migrate.rs`): never chosen for other requests.
+    pub private: bool,
 }
 
 impl ServerConn {

@@ -47,6 +47,7 @@
 )]
 
 use crate::conf::{ServerAddr, ServerConf};
+use crate::conn::{Conn, ConnId};
 use crate::core::Context;
 use crate::hashkit::{self, Selector, ServerSpec};
 use crate::id::{Arena, Id};
@@ -122,6 +123,9 @@ struct Scan {
     pending: u32,
     /// The current batch ends this pass over the server.
     last: bool,
+    /// memcached: the connection the dumps are read on (memcached answers
+    /// a metadump only when nothing else is pipelined with it).
+    dump_conn: Option<ConnId>,
 }
 
 impl Scan {
@@ -134,6 +138,7 @@ impl Scan {
             retry_at: None,
             pending: 0,
             last: false,
+            dump_conn: None,
         }
     }
 }
@@ -909,9 +914,12 @@ impl Context {
                 self.retire_server(s);
             }
         }
+        let ended = self.topo.pool_mut(pid).and_then(|p| p.migration.take());
+        if let Some(old) = &ended {
+            self.close_dump_conns(old);
+        }
         if want.0.is_empty() {
             if let Some(p) = self.topo.pool_mut(pid) {
-                p.migration = None;
                 p.stats.migrating = 0;
             }
             return;
@@ -945,11 +953,7 @@ impl Context {
             kicking: false,
             rekick: false,
         };
-        let old_pending = self
-            .topo
-            .pool(pid)
-            .and_then(|p| p.migration.as_ref())
-            .is_some_and(|m| m.tick_pending);
+        let old_pending = ended.as_ref().is_some_and(|m| m.tick_pending);
         if let Some(p) = self.topo.pool_mut(pid) {
             p.migration = Some(Box::new(m));
             p.stats.migrating = 1;
@@ -962,6 +966,23 @@ impl Context {
         // A tick already scheduled for the previous migration serves.
         if !old_pending {
             self.timers.schedule(now, TimerEvent::MigrateTick(pid));
+        }
+    }
+
+    /// The mover's own connections of a migration that ended are closed
+    /// once idle.
+    fn close_dump_conns(&mut self, m: &Migration) {
+        for sk in m.scans.iter().filter_map(|sc| sc.dump_conn) {
+            let idle = match self.conns.get_mut(sk) {
+                Some(Conn::Server(c)) => {
+                    c.draining = true;
+                    c.idle()
+                }
+                _ => false,
+            };
+            if idle {
+                self.server_close(sk, 0, false);
+            }
         }
     }
 
@@ -1011,9 +1032,11 @@ impl Context {
         }
         if retired {
             // The pool left the configuration: its previous servers go.
-            let servers = std::mem::take(&mut m.servers);
-            pool.migration = None;
-            for s in servers {
+            let Some(old) = pool.migration.take() else {
+                return;
+            };
+            self.close_dump_conns(&old);
+            for &s in &old.servers {
                 self.retire_server(s);
             }
             return;
@@ -1072,7 +1095,9 @@ impl Context {
             if m.dirty {
                 m.dirty = false;
                 for s in &mut m.scans {
+                    let conn = s.dump_conn;
                     *s = Scan::new();
+                    s.dump_conn = conn;
                 }
             } else {
                 self.migration_complete(pid);
@@ -1129,7 +1154,13 @@ impl Context {
                             &[b"SCAN", c.as_bytes(), b"COUNT", n.as_bytes()],
                         );
                     } else {
-                        self.send(jid, from, b"lru_crawler metadump all\r\n");
+                        let mid = self.alloc_msg(Origin::Internal(Internal::Move(jid)));
+                        self.set_request(mid, b"lru_crawler metadump all\r\n");
+                        let conn = self.scan_mut(pid, i).and_then(|sc| sc.dump_conn);
+                        let used = self.forward_private(mid, from, conn);
+                        if let Some(sc) = self.scan_mut(pid, i) {
+                            sc.dump_conn = used;
+                        }
                     }
                 }
                 None => self.examine(pid, i, from, keys, last),
@@ -1298,8 +1329,25 @@ impl Context {
             secs
         );
         let servers = m.servers.clone();
+        let conns: Vec<ConnId> = m
+            .scans
+            .iter_mut()
+            .filter_map(|sc| sc.dump_conn.take())
+            .collect();
         for s in servers {
             self.retire_server(s);
+        }
+        for sk in conns {
+            let idle = match self.conns.get_mut(sk) {
+                Some(Conn::Server(c)) => {
+                    c.draining = true;
+                    c.idle()
+                }
+                _ => false,
+            };
+            if idle {
+                self.server_close(sk, 0, false);
+            }
         }
     }
 }
@@ -1349,7 +1397,7 @@ pub fn parse_scan_reply(b: &[u8]) -> Option<(u64, Vec<Vec<u8>>)> {
 }
 
 /// `lru_crawler metadump all`: one `key=<uri-encoded key> exp=... ...`
-/// line per item, then `END`. The keys, decoded. `None` for an error reply.
+/// line per item (ended by a bare `\n`), then `END`. The keys, decoded. `None` for an error reply.
 pub fn parse_metadump(b: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut keys = Vec::new();
     let mut ended = false;

@@ -77,6 +77,41 @@ impl Context {
                 return;
             }
         };
+        self.queue_on(mids, s, sk);
+    }
+
+    /// Queues request `mid` on the private connection `sk` to server `s`
+    /// (opened now when `sk` is gone); returns the connection used.
+    pub fn forward_private(
+        &mut self,
+        mid: MsgId,
+        s: ServerId,
+        sk: Option<ConnId>,
+    ) -> Option<ConnId> {
+        let live = sk.filter(|&k| {
+            matches!(self.conns.get(k), Some(Conn::Server(c)) if c.server == s && c.private && !c.draining)
+        });
+        let sk = match live {
+            Some(k) => k,
+            None => match self.server_connect(s, Proto::Resp2) {
+                Ok(k) => {
+                    if let Some(Conn::Server(c)) = self.conns.get_mut(k) {
+                        c.private = true;
+                    }
+                    k
+                }
+                Err(errno) => {
+                    self.fail_request(mid, errno);
+                    return None;
+                }
+            },
+        };
+        self.queue_on(&[mid], s, sk);
+        Some(sk)
+    }
+
+    /// Queues requests on connection `sk` of server `s`, in order.
+    fn queue_on(&mut self, mids: &[MsgId], s: ServerId, sk: ConnId) {
         let timeout = self.topo.server_pool(s).and_then(|p| p.conf.timeout_ms);
         for &mid in mids {
             let Some(m) = self.msgs.get_mut(mid) else {
@@ -119,7 +154,7 @@ impl Context {
             .conns
             .iter()
             .copied()
-            .filter(|&k| matches!(conns.get(k), Some(Conn::Server(c)) if !c.draining && c.proto == proto))
+            .filter(|&k| matches!(conns.get(k), Some(Conn::Server(c)) if !c.draining && !c.private && c.proto == proto))
             .collect();
         if live.len() >= max {
             // Least recently used first: the connections in creation order.
@@ -190,6 +225,7 @@ impl Context {
             connected: false,
             draining: false,
             proto,
+            private: false,
         };
         // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
         // request.

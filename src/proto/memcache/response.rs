@@ -233,7 +233,14 @@ impl McRspParser {
                 State::Text => {
                     let rest = data.get(i..).unwrap_or_default();
                     let win = rest.get(..rest.len().min(room)).unwrap_or_default();
-                    match win.iter().position(|&b| b == b'\r') {
+                    // Metadump lines end with a bare `\n`.
+                    let stop = if self.dump_line { b'\n' } else { b'\r' };
+                    match win.iter().position(|&b| b == stop) {
+                        Some(n) if self.dump_line => {
+                            self.dump_line = false;
+                            self.state = State::LineStart;
+                            Some(n + 1)
+                        }
                         Some(n) => {
                             self.state = State::LineLf;
                             Some(n + 1)
@@ -245,11 +252,7 @@ impl McRspParser {
                     if c != b'\n' {
                         return (i, Progress::Error);
                     }
-                    if self.dump_line {
-                        self.dump_line = false;
-                        self.state = State::LineStart;
-                        Some(1)
-                    } else if !self.value_line {
+                    if !self.value_line {
                         self.state = State::Idle;
                         return (i + 1, Progress::Complete(pos + 1));
                     } else {
@@ -582,19 +585,19 @@ mod tests {
         assert_eq!(one(b"VA 0\r\n\r\n").kind, McRspKind::MetaValue);
         assert_eq!(one(b"EN\r\n").kind, McRspKind::Meta);
         assert_eq!(one(b"HD f1\r\n").kind, McRspKind::Meta);
-        let d = one(b"key=a exp=-1 la=1\r\nkey=b%20c exp=3\r\nEND\r\n");
-        assert_eq!((d.kind, d.end), (McRspKind::Dump, 41));
+        let d = one(b"key=a exp=-1 la=1\nkey=b%20c exp=3\nEND\r\n");
+        assert_eq!((d.kind, d.end), (McRspKind::Dump, 39));
         assert_eq!(
             one(b"BUSY currently processing crawler request\r\n").kind,
             McRspKind::ServerError
         );
         // Two replies back to back: a dump, then a meta miss.
-        let (rsps, tail) = parse(b"key=a\r\nEND\r\nEN\r\n");
+        let (rsps, tail) = parse(b"key=a\nEND\r\nEN\r\n");
         assert_eq!(tail, Tail::Idle);
         assert_eq!(rsps.len(), 2);
         bad(b"VA x\r\n");
-        bad(b"VALUE a 0 1\r\nx\r\nkey=a\r\nEND\r\n");
-        bad(b"key=a\r\nVA 1\r\nx\r\n");
+        bad(b"VALUE a 0 1\r\nx\r\nkey=a\nEND\r\n");
+        bad(b"key=a\nVA 1\r\nx\r\n");
     }
 
     #[test]
