@@ -173,7 +173,12 @@ fn unchanged_servers_keep_connections_and_counters() {
     }
     let kept = r[0].addr();
     let gone = r[1].addr();
-    let json = p.stats();
+    // Figures lag by up to an interval: wait for the sets to show.
+    let mut json = p.stats();
+    wait_until(WAIT, || {
+        json = p.stats();
+        server_stat(&json, &kept, "requests") > 0
+    });
     let requests_before = server_stat(&json, &kept, "requests");
     assert!(requests_before > 0, "{json}");
     let line = p.reload(&yaml(&[(&after, port)]));
