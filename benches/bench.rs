@@ -2282,6 +2282,116 @@ fn idle_memory(b: &Bench) -> Result<(), String> {
     Ok(())
 }
 
+/// Keys per second the migration workload's mover examines: slow enough
+/// that the migration lasts the whole run, as a production one would.
+const MIGRATE_RATE: u32 = 1000;
+/// The name `--filter` selects the migration workload by.
+const MIGRATION_WORKLOAD: &str = "redis GET migrating";
+
+/// A proxy over one redis pool: `servers` the cluster's first redis
+/// backends, `from` (when not 0) that many as `migrate_from:`. Returns the
+/// process and its pool port.
+fn start_migrating(b: &Bench, servers: usize, from: usize) -> Result<(Proc, u16), String> {
+    let (proc, ports) = start_on_ports("nutcracker", 2, true, |ports| {
+        let conf = b.dir.join(format!("nutcracker-migrate-{}.yml", ports[0]));
+        let mut text = format!(
+            "bench_migrate:\n  listen: 127.0.0.1:{}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+             redis: true\n  migrate_rate: {MIGRATE_RATE}\n",
+            ports[0]
+        );
+        let list = |n: usize| -> String {
+            b.cluster.redis[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("   - 127.0.0.1:{}:1 redis{i}\n", r.port))
+                .collect()
+        };
+        if from > 0 {
+            text.push_str("  migrate_from:\n");
+            text.push_str(&list(from));
+        }
+        text.push_str("  servers:\n");
+        text.push_str(&list(servers));
+        std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
+        let mut c = Command::new(&b.o.bin);
+        c.arg("-c")
+            .arg(&conf)
+            .args(["-s", &ports[1].to_string(), "-a", "127.0.0.1"])
+            .arg("-o")
+            .arg(b.dir.join(format!("nutcracker-migrate-{}.log", ports[0])))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(c)
+    })?;
+    Ok((proc, ports[0]))
+}
+
+/// GET throughput and proxy CPU while a migration runs (3 -> 4 redis
+/// servers: a quarter of the keys move, each GET on one of them first asks
+/// its old owner), against the same load on a proxy without a migration.
+/// Each run starts from the keys placed over 3 servers only.
+fn migration_bench(b: &Bench) -> Result<(), String> {
+    let w = Workload {
+        proto: Proto::Redis,
+        cmd: Cmd::Get,
+        size: SMALL,
+        depth: 1,
+    };
+    let n = w.requests(b.o);
+    println!(
+        "\nredis GET {} P1 while servers are added (3 -> 4, migrate_rate {MIGRATE_RATE}), {n} requests",
+        size_name(SMALL)
+    );
+    println!(
+        "  {:<26} {:>12} {:>9} {:>9} {:>14}",
+        "proxy", "ops/s", "p50 ms", "p99 ms", "CPU us/req"
+    );
+    let mut base = None;
+    for migrating in [false, true] {
+        for r in &b.cluster.redis {
+            let mut s = connect_blocking(r.port)?;
+            s.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n")
+                .map_err(|e| format!("flushall: {e}"))?;
+            read_reply(&mut s, b"+OK\r\n")?;
+        }
+        {
+            let (_loader, port) = start_migrating(b, 3, 0)?;
+            populate(Proto::Redis, port, b.o.keyspace, SMALL)?;
+        }
+        let (proc, port) = if migrating {
+            start_migrating(b, 4, 3)?
+        } else {
+            start_migrating(b, 3, 0)?
+        };
+        let cpu0 = cpu_ns(proc.pid());
+        let load = redis_load(port, &w, n, b.o, b.dir)?;
+        let cpu =
+            cpu_ns(proc.pid()).saturating_sub(cpu0) as f64 / 1000.0 / load.requests.max(1) as f64;
+        let name = if migrating {
+            "migrating (3 -> 4)"
+        } else {
+            "no migration (3 servers)"
+        };
+        println!(
+            "  {:<26} {:>12} {:>9} {:>9} {:>14}",
+            name,
+            fmt_ops(load.ops_per_sec),
+            fmt_num(load.p50_ms, 3),
+            fmt_num(load.p99_ms, 3),
+            fmt_num(cpu, 2)
+        );
+        match base {
+            None => base = Some((load.ops_per_sec, cpu)),
+            Some((ops, c)) => println!(
+                "  while migrating: {:.0}% of the throughput, {:.2}x the CPU per request",
+                100.0 * load.ops_per_sec / ops.max(1.0),
+                cpu / c.max(1e-9)
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn connect_blocking(port: u16) -> Result<TcpStream, String> {
     let s = TcpStream::connect(("127.0.0.1", port))
         .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
@@ -2443,7 +2553,11 @@ fn run(o: &Opts) -> Result<usize, String> {
     raise_nofile();
     let filter = |w: &Workload| o.filter.as_ref().is_none_or(|f| w.name().contains(f));
     let workloads: Vec<Workload> = all_workloads().into_iter().filter(filter).collect();
-    if workloads.is_empty() && !o.sweep {
+    let migration = o
+        .filter
+        .as_ref()
+        .is_none_or(|f| MIGRATION_WORKLOAD.contains(f.as_str()));
+    if workloads.is_empty() && !o.sweep && !migration {
         return Err("--filter matches no workload".into());
     }
     println!("nutcracker benchmark");
@@ -2517,6 +2631,9 @@ fn run(o: &Opts) -> Result<usize, String> {
         failed += print_issue_table(&r, o);
     }
     idle_memory(&b)?;
+    if !o.sweep_only && migration {
+        migration_bench(&b)?;
+    }
     if o.sweep {
         sweep(&b, &filter)?;
     }

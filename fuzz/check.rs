@@ -1169,6 +1169,15 @@ pub fn memcache_response_with(data: &[u8], opts: Options) {
 /// says; any other reply is one line that starts with its kind's word.
 fn check_memcache_reply(data: &[u8], end: u64, snap: &McRspSnap) {
     let first_line_end = line_end(data, snap.start, end);
+    if matches!(snap.kind, McRspKind::MetaValue | McRspKind::Dump) {
+        // Replies to the proxy's own key moves: several lines.
+        assert!(
+            snap.values.is_empty(),
+            "VALUE blocks in a {:?} reply",
+            snap.kind
+        );
+        return;
+    }
     if snap.kind != McRspKind::Values {
         assert!(
             snap.values.is_empty(),
@@ -1193,7 +1202,11 @@ fn check_memcache_reply(data: &[u8], end: u64, snap: &McRspSnap) {
             McRspKind::ClientError => b"CLIENT_ERROR",
             McRspKind::ServerError => b"SERVER_ERROR",
             McRspKind::Version => b"VERSION",
-            McRspKind::Number | McRspKind::Values => b"",
+            McRspKind::Number
+            | McRspKind::Values
+            | McRspKind::Meta
+            | McRspKind::MetaValue
+            | McRspKind::Dump => b"",
         };
         assert!(line.starts_with(word), "{:?} reply is {line:?}", snap.kind);
         let rest = &line[word.len()..];

@@ -106,7 +106,18 @@ pub struct PoolConf {
     pub sentinels: Vec<SentinelConf>,
     /// AUTH on the sentinel connections.
     pub sentinel_auth: Option<String>,
+    /// `migrate_from:`, the pool's previous servers (sorted like
+    /// `servers`): keys whose owner differs there are moved (`migrate.rs`).
+    /// Empty: no migration.
+    pub migrate_from: Vec<ServerConf>,
+    /// `migrate_rate:`, keys per second the background mover examines.
+    pub migrate_rate: u32,
 }
+
+/// Keys per second the background mover examines when `migrate_rate:` is
+/// not given: enough to finish a million keys in well under an hour while
+/// leaving the backends to their clients.
+pub const DEFAULT_MIGRATE_RATE: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conf {
@@ -424,11 +435,12 @@ const ROOT_DEPTH: usize = 1;
 fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfError> {
     let mut depth = 0usize;
     let mut seq = false;
-    // Our one addition to the structure: a pool may have a `sentinels:`
-    // sequence besides its `servers:` one. `key` is the directive name
-    // being read at depth 2; `sentinels_seq` whether that sequence was seen.
+    // Our additions to the structure: a pool may have a `sentinels:` and a
+    // `migrate_from:` sequence besides its `servers:` one, each once. `key`
+    // is the directive name being read at depth 2.
     let mut key: Option<&str> = None;
     let mut sentinels_seq = false;
+    let mut migrate_seq = false;
     let mut other_seq = false;
     // Inside a sequence now: a nested one is never allowed.
     let mut open_seq = false;
@@ -471,6 +483,7 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                     seq = false;
                     sentinels_seq = false;
                     other_seq = false;
+                    migrate_seq = false;
                 }
                 depth = depth.saturating_sub(1);
                 if let Some(c) = count.get_mut(depth) {
@@ -478,8 +491,16 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                 }
             }
             Event::SequenceStart(..) => {
-                let sentinels = depth == MAX_DEPTH && here == 1 && key == Some("sentinels");
-                let taken = if sentinels { sentinels_seq } else { other_seq };
+                let named = if depth == MAX_DEPTH && here == 1 {
+                    key
+                } else {
+                    None
+                };
+                let taken = match named {
+                    Some("sentinels") => sentinels_seq,
+                    Some("migrate_from") => migrate_seq,
+                    _ => other_seq,
+                };
                 if seq && (taken || open_seq || depth != MAX_DEPTH) {
                     return Err(err(line, "has more than one sequence directive".into()));
                 }
@@ -497,10 +518,10 @@ fn check_structure(events: &[(Event, Marker)], path: &str) -> Result<(), ConfErr
                 }
                 seq = true;
                 open_seq = true;
-                if sentinels {
-                    sentinels_seq = true;
-                } else {
-                    other_seq = true;
+                match named {
+                    Some("sentinels") => sentinels_seq = true,
+                    Some("migrate_from") => migrate_seq = true,
+                    _ => other_seq = true,
                 }
             }
             Event::SequenceEnd => {
@@ -580,6 +601,8 @@ struct RawPool {
     servers: Vec<(ServerConf, usize, bool)>,
     sentinels: Vec<(SentinelConf, usize)>,
     sentinel_auth: Option<(String, usize)>,
+    migrate_from: Vec<(ServerConf, usize)>,
+    migrate_rate: Option<(u32, usize)>,
 }
 
 /// Walks the (structurally valid) events and applies each directive in file
@@ -729,6 +752,13 @@ fn apply(pool: &mut RawPool, key: &str, value: &str, line: usize) -> Result<(), 
             Ok(())
         }
         "sentinel_auth" => once(&mut pool.sentinel_auth, Ok((value.to_string(), line))),
+        "migrate_from" => {
+            let yaml_index = pool.migrate_from.len();
+            let server = parse_server(value, yaml_index).map_err(fail)?;
+            pool.migrate_from.push((server, line));
+            Ok(())
+        }
+        "migrate_rate" => once(&mut pool.migrate_rate, number().map(|n| (n, line))),
         _ => Err("is unknown"),
     };
     done.map_err(fail)
@@ -1025,6 +1055,27 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             "directive \"eject_repair_keys:\" cannot be 0".into(),
         ));
     }
+    let migrate_from_lines = raw.migrate_from;
+    let migrate_rate = match raw.migrate_rate {
+        None => DEFAULT_MIGRATE_RATE,
+        Some((0, line)) => {
+            return Err(ConfError::at(
+                line,
+                "directive \"migrate_rate:\" cannot be 0".into(),
+            ))
+        }
+        Some((n, _)) => n,
+    };
+    if let (Some(Distribution::Random), Some((_, line))) =
+        (raw.distribution, migrate_from_lines.first())
+    {
+        // A random pool places nothing, so there is no previous owner.
+        return Err(ConfError::at(
+            *line,
+            "directive \"migrate_from:\" needs a distribution that places keys (ketama or modula)"
+                .into(),
+        ));
+    }
     let mut servers = raw.servers;
     if servers.is_empty() {
         // nutcracker 0.5.0 only logs this and runs a pool that fails every
@@ -1048,6 +1099,7 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
             }
         }
     }
+    let migrate_from = sorted_servers(&raw.name, migrate_from_lines)?;
     let pool = PoolConf {
         name: raw.name,
         listen_str,
@@ -1083,6 +1135,8 @@ fn check_pool(raw: RawPool) -> Result<Checked, ConfError> {
         servers: servers.into_iter().map(|(server, ..)| server).collect(),
         sentinels: raw.sentinels.into_iter().map(|(s, _)| s).collect(),
         sentinel_auth: raw.sentinel_auth.map(|(auth, _)| auth),
+        migrate_from,
+        migrate_rate,
     };
     Ok(Checked {
         pool,
@@ -1134,6 +1188,26 @@ fn check_sentinels(
         ));
     }
     Ok(())
+}
+
+/// A server list sorted by name (the table's index order), refusing two
+/// servers of the same name: `servers:` and `migrate_from:` alike.
+fn sorted_servers(
+    pool: &str,
+    mut servers: Vec<(ServerConf, usize)>,
+) -> Result<Vec<ServerConf>, ConfError> {
+    servers.sort_by(|(a, _), (b, _)| name_cmp(&a.name, &b.name));
+    for pair in servers.windows(2) {
+        if let [(a, a_line), (b, b_line)] = pair {
+            if a.name == b.name {
+                return Err(ConfError::at(
+                    (*a_line).max(*b_line),
+                    format!("pool '{}' has servers with same name '{}'", pool, a.name),
+                ));
+            }
+        }
+    }
+    Ok(servers.into_iter().map(|(server, _)| server).collect())
 }
 
 fn finish(raw: Vec<RawPool>, path: &str) -> Result<Conf, ConfError> {
@@ -1320,6 +1394,57 @@ mod tests {
         assert_eq!(p.server_failure_limit, 5);
         assert!(p.tcpkeepalive);
         assert!(p.reuseport);
+    }
+
+    #[test]
+    fn migrate_from_is_a_second_server_list() {
+        let text = concat!(
+            "p:\n  listen: 127.0.0.1:22121\n  migrate_rate: 50\n",
+            "  migrate_from:\n   - 127.0.0.1:3:1 c\n   - 127.0.0.1:2:1 b\n",
+            "  servers:\n   - 127.0.0.1:2:1 b\n   - 127.0.0.1:4:1 d\n",
+        );
+        let p = parse(text).unwrap().pools.remove(0);
+        let names = |v: &[ServerConf]| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&p.servers), ["b", "d"]);
+        assert_eq!(names(&p.migrate_from), ["b", "c"]);
+        assert_eq!(p.migrate_rate, 50);
+        assert_eq!(one("").migrate_from, vec![]);
+        assert_eq!(one("").migrate_rate, DEFAULT_MIGRATE_RATE);
+    }
+
+    #[test]
+    fn migrate_from_is_validated_like_servers() {
+        let base = "p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:2:1\n";
+        let (line, msg) = fails(&format!("{base}  migrate_from:\n   - 127.0.0.1:x:1\n"));
+        assert_eq!(line, Some(6));
+        assert!(
+            msg.contains("directive \"migrate_from\" has an invalid port"),
+            "{msg}"
+        );
+        let (_, msg) = fails(&format!(
+            "{base}  migrate_from:\n   - 127.0.0.1:3:1 a\n   - 127.0.0.1:4:1 a\n"
+        ));
+        assert!(msg.contains("has servers with same name 'a'"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  migrate_from:\n   - 127.0.0.1:3:0\n"));
+        assert!(msg.contains("zero weight"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  migrate_rate: 0\n"));
+        assert!(msg.contains("\"migrate_rate:\" cannot be 0"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  migrate_rate: fast\n"));
+        assert!(msg.contains("is not a number"), "{msg}");
+        // Only migrate_from may add a sequence, and only once.
+        let (_, msg) = fails(&format!(
+            "{base}  migrate_from:\n   - 127.0.0.1:3:1\n  migrate_from:\n   - 127.0.0.1:4:1\n"
+        ));
+        assert!(msg.contains("more than one sequence"), "{msg}");
+        let (_, msg) = fails(&format!("{base}  other:\n   - 127.0.0.1:3:1\n"));
+        assert!(msg.contains("more than one sequence"), "{msg}");
+        let (_, msg) = fails(&format!(
+            "{base}  distribution: random\n  migrate_from:\n   - 127.0.0.1:3:1\n"
+        ));
+        assert!(
+            msg.contains("needs a distribution that places keys"),
+            "{msg}"
+        );
     }
 
     #[test]

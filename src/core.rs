@@ -22,6 +22,7 @@
 //! out and owns the request lifecycle, `server.rs` talks to the backends,
 //! `fragment.rs` merges split replies, `reload.rs` swaps the topology,
 //! `sentinel.rs` follows Redis Sentinel's master changes.
+//! `migrate.rs` moves keys to their new owner when the servers change.
 
 use crate::conf::Conf;
 use crate::conn::{Conn, ConnId};
@@ -109,6 +110,8 @@ pub struct Context {
     /// How the request being routed uses its keys; anything but a read is
     /// remembered for ejection repair while a server is out (`repair.rs`).
     pub cur_access: Access,
+    /// Keys being moved between servers (`migrate.rs`).
+    pub moves: crate::migrate::Moves,
 }
 
 /// Binds the stats socket and every pool listener, then runs the event loop
@@ -125,6 +128,7 @@ pub fn run(conf: Conf, settings: Settings) -> Result<(), String> {
     ctx.stats = Some(stats);
     ctx.preconnect_all();
     ctx.sentinel_sync();
+    ctx.migrate_start_all();
     ctx.listen_all()?;
     // Listeners count as connections from the start.
     ctx.publish_stats();
@@ -173,6 +177,7 @@ impl Context {
             started: now,
             sentinels: Default::default(),
             cur_access: Access::Read,
+            moves: crate::migrate::Moves::default(),
         };
         ctx.max_clients = ctx.client_limit();
         Ok(ctx)
@@ -399,6 +404,7 @@ impl Context {
                     self.accept(lid);
                 }
                 TimerEvent::Sentinel(pid, at) => self.sentinel_tick(pid, at),
+                TimerEvent::MigrateTick(pid) => self.migrate_tick(pid),
             }
         }
         if fired {

@@ -19,6 +19,7 @@ pub mod listener;
 pub mod log;
 pub mod mbuf;
 pub mod metrics;
+pub mod migrate;
 pub mod msg;
 pub mod net;
 pub mod plan;

@@ -99,6 +99,10 @@ metric_table! {
         master_switches: Counter, "# master address changes learnt from sentinels", "master_switches_total", "master address changes learnt from sentinels";
         repairing: Gauge, "# servers being repaired after an ejection", "repairing", "servers of the pool whose keys written during their ejection are being moved back now";
         repaired_keys: Counter, "# keys repaired after ejections", "repaired_keys_total", "keys moved back to (or deleted on) a server that returned from an ejection";
+        migrating: Gauge, "1 while a migration of the pool (migrate_from) runs", "migrating", "1 while keys are being moved off the pool's previous servers (migrate_from), else 0";
+        migrate_scanned: Counter, "# keys examined on previous owners", "migrate_scanned_total", "keys the migration examined on the pool's previous servers";
+        migrate_moved: Counter, "# keys moved to their new owner", "migrate_moved_total", "keys the migration moved to their new owner";
+        migrate_errors: Counter, "# failed key moves or scans", "migrate_errors_total", "key moves and scans of the migration that failed";
     }
 }
 
@@ -177,7 +181,11 @@ mod tests {
                 "sentinel_connected",
                 "master_switches",
                 "repairing",
-                "repaired_keys"
+                "repaired_keys",
+                "migrating",
+                "migrate_scanned",
+                "migrate_moved",
+                "migrate_errors"
             ]
         );
         let server: Vec<&str> = SERVER_METRICS.iter().map(|m| m.name).collect();
@@ -215,6 +223,7 @@ mod tests {
                 "client_connections",
                 "sentinel_connected",
                 "repairing",
+                "migrating",
                 "server_connections",
                 "in_queue",
                 "in_queue_bytes",
@@ -250,19 +259,20 @@ mod tests {
             lines[7],
             "  sentinel_connected  \"1 when connected to a redis sentinel, else 0\""
         );
-        assert_eq!(lines[9], "");
-        assert_eq!(lines[10], "server stats:");
+        let blank = 1 + POOL_METRICS.len();
+        assert_eq!(lines[blank], "");
+        assert_eq!(lines[blank + 1], "server stats:");
         assert_eq!(
-            lines[15],
+            lines[blank + 6],
             "  server_ejected_at   \"timestamp when server was ejected in usec since epoch\""
         );
         assert_eq!(
-            lines[23],
+            lines[blank + 14],
             "  out_queue_bytes     \"current request bytes in outgoing queue\""
         );
         // Ends with the last entry's newline, no trailing blank line.
-        assert_eq!(lines.len(), 27);
-        assert_eq!(lines[26], "");
+        assert_eq!(lines.len(), POOL_METRICS.len() + SERVER_METRICS.len() + 4);
+        assert_eq!(lines.last(), Some(&""));
     }
 
     #[test]

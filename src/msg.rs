@@ -72,6 +72,9 @@ pub enum Internal {
     /// One step of the repair of the keys owned by this server that were
     /// written elsewhere while it was ejected (`repair.rs`).
     Repair(ServerId),
+    /// One step of a key move (`migrate.rs`): its reply, or its failure,
+    /// drives the move on.
+    Move(crate::migrate::JobId),
 }
 
 /// What the client gets back for a multi-key request split over servers.

@@ -201,6 +201,7 @@ impl Context {
                 }
             }
             self.preconnect(id);
+            self.migrate_configure(id);
         }
         self.topo.order = order;
         self.topo.generation += 1;

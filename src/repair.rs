@@ -1327,6 +1327,7 @@ mod tests {
             stats: Default::default(),
             retired: false,
             repair: None,
+            migration: None,
         });
         let f = arena.insert(crate::topology::Server::new(
             pid,

@@ -385,6 +385,20 @@ impl Context {
             rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.req);
             m.req_len = (end - start) as usize;
         }
+        if self.migrating(pid) {
+            let keys = keys
+                .iter()
+                .filter_map(|&i| rx.redis.args.get(i))
+                .map(|a| {
+                    let (from, to) = arg_range(a);
+                    rx.inbuf
+                        .bytes(&self.mbufs, from, to, &mut self.key_scratch)
+                        .to_vec()
+                })
+                .collect();
+            self.forward_moving(mid, pid, s, keys);
+            return;
+        }
         self.forward(mid, s);
     }
 
@@ -496,6 +510,15 @@ impl Context {
             rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.req);
             m.req_len = (end - start) as usize;
         }
+        if let (Some((from, to)), true) = (key, self.migrating(pid)) {
+            // The key may still be on its previous owner (`migrate.rs`).
+            let k = rx
+                .inbuf
+                .bytes(&self.mbufs, from, to, &mut self.key_scratch)
+                .to_vec();
+            self.forward_moving(mid, pid, s, vec![k]);
+            return;
+        }
         self.forward(mid, s);
     }
 
@@ -579,6 +602,22 @@ impl Context {
             m.req_len = len;
             m.reply_elems = run.len() as u32;
             fs.children.push((child, s));
+            if self.migrating(pid) {
+                let keys = frag
+                    .key_child
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &c)| c as usize == ci)
+                    .filter_map(|(i, _)| args.get(1 + i * step))
+                    .map(|a| {
+                        let (from, to) = arg_range(a);
+                        rx.inbuf
+                            .bytes(&self.mbufs, from, to, &mut self.key_scratch)
+                            .to_vec()
+                    })
+                    .collect();
+                self.stage_moves(child, keys);
+            }
         }
         self.start_fragments(mid, pid, frag, &fs.children);
         self.frag_scratch = fs;
@@ -637,6 +676,21 @@ impl Context {
             self.mbufs.push_bytes(b"\r\n", &mut m.req);
             m.req_len = len + 2;
             fs.children.push((child, s));
+            if self.migrating(pid) {
+                let keys = p
+                    .keys
+                    .iter()
+                    .zip(&frag.key_child)
+                    .filter(|(_, &c)| c as usize == ci)
+                    .map(|(k, _)| {
+                        let (from, to) = key_range(k);
+                        rx.inbuf
+                            .bytes(&self.mbufs, from, to, &mut self.key_scratch)
+                            .to_vec()
+                    })
+                    .collect();
+                self.stage_moves(child, keys);
+            }
         }
         self.start_fragments(mid, pid, frag, &fs.children);
         self.frag_scratch = fs;
@@ -666,7 +720,7 @@ impl Context {
             m.frag = Some(frag);
         }
         for &(child, s) in children {
-            self.forward(child, s);
+            self.forward_staged(child, pid, s);
         }
     }
 
@@ -698,6 +752,7 @@ impl Context {
                 }
             }
             Origin::Client(_) => self.client_ready(mid),
+            Origin::Internal(crate::msg::Internal::Move(job)) => self.move_reply(mid, job),
             Origin::Internal(_) | Origin::Orphan => self.free_msg(mid),
         }
     }

@@ -95,6 +95,41 @@ impl Context {
                 return;
             }
         };
+        self.queue_on(mids, s, sk);
+    }
+
+    /// Queues request `mid` on the private connection `sk` to server `s`
+    /// (opened now when `sk` is gone); returns the connection used.
+    pub fn forward_private(
+        &mut self,
+        mid: MsgId,
+        s: ServerId,
+        sk: Option<ConnId>,
+    ) -> Option<ConnId> {
+        let live = sk.filter(|&k| {
+            matches!(self.conns.get(k), Some(Conn::Server(c)) if c.server == s && c.private && !c.draining)
+        });
+        let sk = match live {
+            Some(k) => k,
+            None => match self.server_connect(s, Proto::Resp2, true) {
+                Ok(k) => {
+                    if let Some(Conn::Server(c)) = self.conns.get_mut(k) {
+                        c.private = true;
+                    }
+                    k
+                }
+                Err(errno) => {
+                    self.fail_request(mid, errno);
+                    return None;
+                }
+            },
+        };
+        self.queue_on(&[mid], s, sk);
+        Some(sk)
+    }
+
+    /// Queues requests on connection `sk` of server `s`, in order.
+    fn queue_on(&mut self, mids: &[MsgId], s: ServerId, sk: ConnId) {
         let timeout = self.topo.server_pool(s).and_then(|p| p.conf.timeout_ms);
         for &mid in mids {
             let Some(m) = self.msgs.get_mut(mid) else {
@@ -612,6 +647,15 @@ impl Context {
         let start = reply.start;
         let origin = self.msgs.get(mid).map_or(Origin::Orphan, |m| m.origin);
         if let Origin::Internal(kind) = origin {
+            if let Internal::Move(_) = kind {
+                // A key move reads its reply itself (`migrate.rs`).
+                self.server_done(mid);
+                if let Some(m) = self.msgs.get_mut(mid) {
+                    rx.inbuf.segs(&mut self.mbufs, start, end, &mut m.rsp);
+                }
+                self.complete(mid);
+                return Ok(());
+            }
             match kind {
                 // Consumed by probe.rs and repair.rs, which read the reply
                 // itself (a DUMP payload, a SCAN page); copied, as these
@@ -699,7 +743,11 @@ impl Context {
     /// The reply to one of the proxy's own requests.
     fn internal_reply(&mut self, s: ServerId, kind: Internal, reply: &Reply) {
         match kind {
-            Internal::Auth | Internal::TxStep | Internal::Probe | Internal::Repair(_) => {}
+            Internal::Auth
+            | Internal::TxStep
+            | Internal::Probe
+            | Internal::Repair(_)
+            | Internal::Move(_) => {}
             Internal::Hello => {
                 if let (Some(text), Some(srv)) = (reply.error_text, self.topo.server(s)) {
                     crate::log_warn!(
@@ -772,6 +820,12 @@ impl Context {
                 let Some(m) = self.msgs.get(mid) else {
                     continue;
                 };
+                if let Origin::Internal(Internal::Move(_)) = m.origin {
+                    // A key move must hear of the failure to go on.
+                    self.server_done(mid);
+                    self.fail_request(mid, errno);
+                    continue;
+                }
                 if let Origin::Internal(kind) = m.origin {
                     self.server_done(mid);
                     self.own_failed(s, mid, kind);

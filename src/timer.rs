@@ -45,6 +45,9 @@ pub enum TimerEvent {
     /// A pool's sentinel client: connect, time out or refresh (the instant
     /// tells a current entry from a stale one, see `sentinel.rs`).
     Sentinel(PoolId, Instant),
+    /// The background mover of a pool's migration takes its next batch
+    /// (`migrate.rs`).
+    MigrateTick(PoolId),
 }
 
 #[derive(Debug, Default)]

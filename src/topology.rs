@@ -46,6 +46,9 @@ pub struct Pool {
     /// pool is ejected or being repaired, so routing costs nothing more
     /// in the steady state.
     pub repair: Option<Box<PoolRepair>>,
+    /// The migration off `migrate_from:` (`migrate.rs`); `None` when the
+    /// pool has no previous servers.
+    pub migration: Option<Box<crate::migrate::Migration>>,
 }
 
 pub struct Server {
@@ -126,6 +129,7 @@ impl Topology {
             stats: PoolStats::default(),
             retired: false,
             repair: None,
+            migration: None,
         });
         let ids: Vec<ServerId> = servers
             .into_iter()

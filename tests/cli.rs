@@ -21,6 +21,10 @@ const DESCRIBE: &str = "pool stats:
   fragments           \"# fragments created from a multi-vector request\"
   sentinel_connected  \"1 when connected to a redis sentinel, else 0\"
   master_switches     \"# master address changes learnt from sentinels\"
+  migrating           \"1 while a migration of the pool (migrate_from) runs\"
+  migrate_scanned     \"# keys examined on previous owners\"
+  migrate_moved       \"# keys moved to their new owner\"
+  migrate_errors      \"# failed key moves or scans\"
 
 server stats:
   server_eof          \"# eof on server connections\"

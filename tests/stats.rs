@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
 /// Pool metrics in docs/compatibility.md §10.2 order: the 0.5.0 ones, then
-/// ours (Redis Sentinel, ejection repair).
-const POOL_METRICS: [&str; 10] = [
+/// ours (Redis Sentinel, ejection repair, migration).
+const POOL_METRICS: [&str; 14] = [
     "client_eof",
     "client_err",
     "client_connections",
@@ -34,6 +34,10 @@ const POOL_METRICS: [&str; 10] = [
     "master_switches",
     "repairing",
     "repaired_keys",
+    "migrating",
+    "migrate_scanned",
+    "migrate_moved",
+    "migrate_errors",
 ];
 
 /// Server metrics in docs/compatibility.md §10.2 order.
@@ -54,15 +58,21 @@ const SERVER_METRICS: [&str; 13] = [
 ];
 
 /// The Prometheus family of each pool metric, in [`POOL_METRICS`] order.
-const POOL_PROM: [&str; 8] = [
+const POOL_PROM: [&str; 14] = [
     "nutcracker_pool_client_eof_total",
     "nutcracker_pool_client_err_total",
     "nutcracker_pool_client_connections",
     "nutcracker_pool_server_ejects_total",
     "nutcracker_pool_forward_error_total",
     "nutcracker_pool_fragments_total",
+    "nutcracker_pool_sentinel_connected",
+    "nutcracker_pool_master_switches_total",
     "nutcracker_pool_repairing",
     "nutcracker_pool_repaired_keys_total",
+    "nutcracker_pool_migrating",
+    "nutcracker_pool_migrate_scanned_total",
+    "nutcracker_pool_migrate_moved_total",
+    "nutcracker_pool_migrate_errors_total",
 ];
 
 /// The Prometheus family of each server metric, in [`SERVER_METRICS`]
@@ -1163,7 +1173,7 @@ fn metrics_follow_prometheus_conventions() {
         }
     }
     // process (connections, reloads, reload failures), pool, server counters
-    assert_eq!(counters, 1 + 2 + 7 + 7, "{text}");
+    assert_eq!(counters, 1 + 2 + 10 + 7, "{text}");
     let stamp = text
         .lines()
         .find_map(|l| {

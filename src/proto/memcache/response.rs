@@ -37,6 +37,13 @@ pub enum McRspKind {
     ServerError,
     Version,
     Ok,
+    /// A one-line meta reply (`EN`, `HD`, `NF`, `NS`, `EX`, flags after):
+    /// only the proxy's own key moves send meta commands (`migrate.rs`).
+    Meta,
+    /// Meta `VA <len> <flags>` then the value block.
+    MetaValue,
+    /// `lru_crawler metadump`: `key=...` lines, then `END`.
+    Dump,
 }
 
 /// One `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n` block.
@@ -76,6 +83,8 @@ enum State {
     ValSpaces,
     ValKey,
     ValNum,
+    /// The length of a meta `VA` line.
+    MetaLen,
     Data,
     DataCr,
     DataLf,
@@ -94,6 +103,10 @@ pub struct McRspParser {
     vtok: usize,
     /// The line being read is a VALUE header (a data block follows).
     value_line: bool,
+    /// The value block being read is a meta `VA`'s: the reply ends with it.
+    meta_value: bool,
+    /// The line being read is a metadump line: another line follows.
+    dump_line: bool,
     cur: McValue,
     remaining: u64,
     pub start: u64,
@@ -114,6 +127,8 @@ impl Default for McRspParser {
             num: 0,
             vtok: 0,
             value_line: false,
+            meta_value: false,
+            dump_line: false,
             cur: McValue {
                 start: 0,
                 end: 0,
@@ -176,7 +191,18 @@ impl McRspParser {
                     self.line_begin = pos;
                     self.word_len = 0;
                     self.value_line = false;
+                    self.meta_value = false;
                     self.num = 0;
+                    // A metadump line (`key=...`): first, or after another.
+                    if c == b'k'
+                        && self.values.is_empty()
+                        && (pos == self.start || self.kind == McRspKind::Dump)
+                    {
+                        self.kind = McRspKind::Dump;
+                        self.dump_line = true;
+                        self.state = State::Text;
+                        continue;
+                    }
                     // Only a reply's first line may be a number; within
                     // a get reply only VALUE and END may follow.
                     self.state = if c.is_ascii_digit() && self.values.is_empty() {
@@ -207,7 +233,14 @@ impl McRspParser {
                 State::Text => {
                     let rest = data.get(i..).unwrap_or_default();
                     let win = rest.get(..rest.len().min(room)).unwrap_or_default();
-                    match win.iter().position(|&b| b == b'\r') {
+                    // Metadump lines end with a bare `\n`.
+                    let stop = if self.dump_line { b'\n' } else { b'\r' };
+                    match win.iter().position(|&b| b == stop) {
+                        Some(n) if self.dump_line => {
+                            self.dump_line = false;
+                            self.state = State::LineStart;
+                            Some(n + 1)
+                        }
                         Some(n) => {
                             self.state = State::LineLf;
                             Some(n + 1)
@@ -222,14 +255,30 @@ impl McRspParser {
                     if !self.value_line {
                         self.state = State::Idle;
                         return (i + 1, Progress::Complete(pos + 1));
-                    }
-                    self.state = if self.remaining == 0 {
-                        State::DataCr
                     } else {
-                        State::Data
-                    };
-                    Some(1)
+                        self.state = if self.remaining == 0 {
+                            State::DataCr
+                        } else {
+                            State::Data
+                        };
+                        Some(1)
+                    }
                 }
+                State::MetaLen => {
+                    if c.is_ascii_digit() {
+                        self.push_digit(c, MAX_DATA).map(|()| 1)
+                    } else if c == b' ' || c == b'\r' {
+                        // The flags after the length are free text.
+                        self.remaining = self.num;
+                        self.value_line = true;
+                        self.meta_value = true;
+                        self.state = State::Text;
+                        continue;
+                    } else {
+                        None
+                    }
+                }
+
                 State::ValSpaces => match c {
                     b' ' => {
                         let rest = data.get(i..).unwrap_or_default();
@@ -322,6 +371,10 @@ impl McRspParser {
                     if c != b'\n' {
                         return (i, Progress::Error);
                     }
+                    if self.meta_value {
+                        self.state = State::Idle;
+                        return (i + 1, Progress::Complete(pos + 1));
+                    }
                     self.cur.end = pos + 1;
                     self.values.push(self.cur);
                     self.state = State::LineStart;
@@ -375,13 +428,24 @@ impl McRspParser {
             self.state = State::ValSpaces;
             return Some(1);
         }
+        if word == b"VA" && !in_values && self.kind != McRspKind::Dump {
+            if c != b' ' {
+                return None;
+            }
+            self.kind = McRspKind::MetaValue;
+            self.num = 0;
+            self.state = State::MetaLen;
+            return Some(1);
+        }
         if word == b"END" {
-            self.kind = McRspKind::Values;
+            if self.kind != McRspKind::Dump {
+                self.kind = McRspKind::Values;
+            }
             self.end_line = self.line_begin;
             self.state = State::Crlf;
             return Some(0);
         }
-        if in_values {
+        if in_values || self.kind == McRspKind::Dump {
             return None;
         }
         let (kind, text) = match word {
@@ -396,6 +460,9 @@ impl McRspParser {
             b"CLIENT_ERROR" => (McRspKind::ClientError, true),
             b"SERVER_ERROR" => (McRspKind::ServerError, true),
             b"VERSION" => (McRspKind::Version, true),
+            b"EN" | b"HD" | b"NF" | b"NS" | b"EX" => (McRspKind::Meta, true),
+            // lru_crawler refusing while it crawls.
+            b"BUSY" | b"BADCLASS" => (McRspKind::ServerError, true),
             _ => return None,
         };
         self.kind = kind;
@@ -506,6 +573,31 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(input)
         );
+    }
+
+    #[test]
+    fn meta_and_dump_replies_of_key_moves() {
+        let r = one(b"VA 5 f3 t-1\r\nab\r\nc\r\n");
+        assert_eq!(
+            (r.kind, r.end, r.values.len()),
+            (McRspKind::MetaValue, 20, 0)
+        );
+        assert_eq!(one(b"VA 0\r\n\r\n").kind, McRspKind::MetaValue);
+        assert_eq!(one(b"EN\r\n").kind, McRspKind::Meta);
+        assert_eq!(one(b"HD f1\r\n").kind, McRspKind::Meta);
+        let d = one(b"key=a exp=-1 la=1\nkey=b%20c exp=3\nEND\r\n");
+        assert_eq!((d.kind, d.end), (McRspKind::Dump, 39));
+        assert_eq!(
+            one(b"BUSY currently processing crawler request\r\n").kind,
+            McRspKind::ServerError
+        );
+        // Two replies back to back: a dump, then a meta miss.
+        let (rsps, tail) = parse(b"key=a\nEND\r\nEN\r\n");
+        assert_eq!(tail, Tail::Idle);
+        assert_eq!(rsps.len(), 2);
+        bad(b"VA x\r\n");
+        bad(b"VALUE a 0 1\r\nx\r\nkey=a\nEND\r\n");
+        bad(b"key=a\nVA 1\r\nx\r\n");
     }
 
     #[test]
