@@ -21,6 +21,8 @@ const DESCRIBE: &str = "pool stats:
   fragments           \"# fragments created from a multi-vector request\"
   sentinel_connected  \"1 when connected to a redis sentinel, else 0\"
   master_switches     \"# master address changes learnt from sentinels\"
+  repairing           \"# servers being repaired after an ejection\"
+  repaired_keys       \"# keys repaired after ejections\"
   migrating           \"1 while a migration of the pool (migrate_from) runs\"
   migrate_scanned     \"# keys examined on previous owners\"
   migrate_moved       \"# keys moved to their new owner\"
