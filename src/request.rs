@@ -275,23 +275,19 @@ impl Context {
                 self.local_reply(mid, text.as_bytes());
             }
             Plan::McOneServer => {
-                let mut owner: Option<ServerId> = None;
-                for k in &rx.mc.keys {
-                    let (from, to) = key_range(k);
-                    let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-                    match self.topo.route_for(pid, kb, self.cur_access) {
-                        Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
-                        Ok(_) => {
-                            self.local_reply(
-                                mid,
-                                b"SERVER_ERROR gat of keys on several servers is not supported by the proxy\r\n",
-                            );
-                            return;
-                        }
-                        Err(errno) => {
-                            self.fail_request(mid, errno);
-                            return;
-                        }
+                let keys = rx.mc.keys.iter().map(key_range);
+                match self.one_owner(rx, pid, keys) {
+                    Ok(_) => {}
+                    Err(Spread::Servers) => {
+                        self.local_reply(
+                            mid,
+                            b"SERVER_ERROR gat of keys on several servers is not supported by the proxy\r\n",
+                        );
+                        return;
+                    }
+                    Err(Spread::Errno(errno)) => {
+                        self.fail_request(mid, errno);
+                        return;
                     }
                 }
                 let first = rx.mc.keys.first().map(key_range);
@@ -344,6 +340,26 @@ impl Context {
         t
     }
 
+    /// The one server owning every key at these input ranges (`None`: no
+    /// key), or why there is none.
+    fn one_owner(
+        &mut self,
+        rx: &ClientRx,
+        pid: PoolId,
+        keys: impl Iterator<Item = (u64, u64)>,
+    ) -> Result<Option<ServerId>, Spread> {
+        let mut owner: Option<ServerId> = None;
+        for (from, to) in keys {
+            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
+            match self.topo.route_for(pid, k, self.cur_access) {
+                Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
+                Ok(_) => return Err(Spread::Servers),
+                Err(errno) => return Err(Spread::Errno(errno)),
+            }
+        }
+        Ok(owner)
+    }
+
     /// A command whose keys must all be on one server (it cannot be
     /// split): forwarded whole to that server, or refused.
     fn forward_one_server(
@@ -355,28 +371,24 @@ impl Context {
         start: u64,
         end: u64,
     ) {
-        let mut owner: Option<ServerId> = None;
-        for &i in keys {
-            let Some(a) = rx.redis.args.get(i) else {
-                continue;
-            };
-            let (from, to) = arg_range(a);
-            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-            match self.topo.route_for(pid, k, self.cur_access) {
-                Ok(s) if owner.is_none_or(|o| o == s) => owner = Some(s),
-                Ok(_) => {
-                    self.local_reply(
-                        mid,
-                        b"-CROSSSLOT Keys in request don't hash to the same server of the pool (hash tags keep keys together)\r\n",
-                    );
-                    return;
-                }
-                Err(errno) => {
-                    self.fail_request(mid, errno);
-                    return;
-                }
+        let ranges = keys
+            .iter()
+            .filter_map(|&i| rx.redis.args.get(i))
+            .map(arg_range);
+        let owner = match self.one_owner(rx, pid, ranges) {
+            Ok(owner) => owner,
+            Err(Spread::Servers) => {
+                self.local_reply(
+                    mid,
+                    b"-CROSSSLOT Keys in request don't hash to the same server of the pool (hash tags keep keys together)\r\n",
+                );
+                return;
             }
-        }
+            Err(Spread::Errno(errno)) => {
+                self.fail_request(mid, errno);
+                return;
+            }
+        };
         let Some(s) = owner else {
             self.forward_by_key(mid, rx, pid, None, start, end);
             return;
@@ -844,6 +856,14 @@ impl Context {
             c.held += bytes;
         }
     }
+}
+
+/// Why the keys of a request have no single owner.
+enum Spread {
+    /// They are on several servers.
+    Servers,
+    /// One could not be routed.
+    Errno(i32),
 }
 
 fn arg_range(a: &Arg) -> (u64, u64) {
