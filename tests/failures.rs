@@ -217,17 +217,6 @@ fn stat(json: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no \"{name}\" in stats: {json}"))
 }
 
-/// Metric `name` of the server block named `server` (`127.0.0.1:<port>`).
-fn server_stat(json: &str, server: &str, name: &str) -> i64 {
-    let head = format!("\"{server}\": {{");
-    let at = json
-        .find(&head)
-        .unwrap_or_else(|| panic!("no server {server} in stats: {json}"));
-    let block = &json[at + head.len()..];
-    let block = &block[..block.find('}').unwrap_or(block.len())];
-    stat(block, name)
-}
-
 /// What must come back to its resting value after a fault.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Usage {

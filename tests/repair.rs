@@ -53,16 +53,6 @@ fn stat(json: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no \"{name}\" in stats: {json}"))
 }
 
-/// Metric `name` of server `server` (`127.0.0.1:<port>`).
-fn server_stat(json: &str, server: &str, name: &str) -> i64 {
-    let head = format!("\"{server}\": {{");
-    let at = json
-        .find(&head)
-        .unwrap_or_else(|| panic!("no server {server} in stats: {json}"));
-    let block = &json[at + head.len()..];
-    stat(&block[..block.find('}').unwrap_or(block.len())], name)
-}
-
 fn wait_stats(p: &Proxy, what: &str, mut cond: impl FnMut(&str) -> bool) -> String {
     let mut json = String::new();
     let ok = wait_until(WAIT, || {

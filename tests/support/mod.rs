@@ -1122,6 +1122,22 @@ impl Proxy {
     }
 }
 
+/// Metric `name` of the server block named `server` (`127.0.0.1:<port>`)
+/// in a stats JSON document; `None` when the server or metric is absent.
+pub fn server_stat_opt(json: &str, server: &str, name: &str) -> Option<i64> {
+    let head = format!("\"{server}\": {{");
+    let at = json.find(&head)?;
+    let block = &json[at + head.len()..];
+    let block = &block[..block.find('}').unwrap_or(block.len())];
+    stat_values(block, name).first().copied()
+}
+
+/// [`server_stat_opt`], for a server and metric that must be there.
+pub fn server_stat(json: &str, server: &str, name: &str) -> i64 {
+    server_stat_opt(json, server, name)
+        .unwrap_or_else(|| panic!("no \"{name}\" of server {server} in stats: {json}"))
+}
+
 /// Every value of metric `name` in a stats JSON document (pool metrics
 /// once per pool, server metrics once per server), in document order.
 pub fn stat_values(json: &str, name: &str) -> Vec<i64> {
