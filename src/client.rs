@@ -154,7 +154,10 @@ impl Context {
             // Served to the end of what it sent (see `client_retire`).
             c.closing = true;
             c.eof = true;
-            self.dirty_clients.push(ck);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(ck);
+            }
         }
         // What the incomplete request now holds, in the global count.
         let partial = c.rx.inbuf.end(cd) - c.rx.inbuf.start;
@@ -167,7 +170,10 @@ impl Context {
             if c.rx.inbuf.has_partial(cd) {
                 crate::log_info!("eof c {} discarding incomplete req", ck);
             }
-            self.dirty_clients.push(ck);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(ck);
+            }
         }
         if self.partial_bytes > self.partial_budget {
             self.shed_partial();
@@ -550,7 +556,7 @@ impl Context {
             if !c.paused && !c.closing && !c.again {
                 c.closing = true;
                 c.eof = true;
-                self.dirty_clients.push(ck);
+                self.dirty_client(ck);
             }
         }
     }

@@ -96,6 +96,8 @@ pub struct ClientConn {
     /// In the context's `ready_again` list: its turn ended on the work
     /// budget with input left (see `core.rs`).
     pub again: bool,
+    /// In the context's `dirty_clients` list (see `Context::dirty_client`).
+    pub dirty: bool,
     /// Bytes of the incomplete request it holds, as counted in the
     /// context's `partial_bytes` (see `client.rs`, the request budget).
     pub partial: u64,
@@ -129,6 +131,8 @@ pub struct ServerConn {
     pub hup: bool,
     /// In the context's `ready_again` list (see `core.rs`).
     pub again: bool,
+    /// In the context's `dirty_servers` list (see `Context::dirty_server`).
+    pub dirty: bool,
     /// Reserved for the proxy's own requests (the probe of an ejected
     /// server, repair steps): never given a client's request, and its
     /// failure fails only those requests (no failure of the server is

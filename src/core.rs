@@ -61,9 +61,13 @@ const EVENTS: usize = 1024;
 pub struct Context {
     pub poll: Poll,
     pub conns: Arena<Conn>,
-    pub msgs: Arena<Msg>,
+    /// Boxed so that taking a message in and out of the arena (and the
+    /// spare list) moves a pointer, not the whole message.
+    pub msgs: Arena<Box<Msg>, Msg>,
     /// Freed messages kept for reuse.
-    spare_msgs: Vec<Msg>,
+    // Boxed on purpose: a spare goes back into `msgs` as the box it is.
+    #[allow(clippy::vec_box)]
+    spare_msgs: Vec<Box<Msg>>,
     /// Fragment bookkeeping kept for reuse.
     pub spare_frags: Vec<Box<Frag>>,
     /// Work space of the fragmenting and merging code.
@@ -330,7 +334,7 @@ impl Context {
                     self.client_read(id, hup);
                 }
                 if writable {
-                    self.dirty_clients.push(id);
+                    self.dirty_client(id);
                 }
             }
             Some(Conn::Server(s)) => {
@@ -344,7 +348,7 @@ impl Context {
                     self.server_read(id, hup);
                 }
                 if writable {
-                    self.dirty_servers.push(id);
+                    self.dirty_server(id);
                 }
             }
             Some(Conn::Sentinel(_)) => self.sentinel_event(id, readable, hup, writable),
@@ -364,18 +368,24 @@ impl Context {
             && rounds < 8
         {
             rounds += 1;
-            let mut servers = std::mem::take(&mut self.dirty_servers);
-            servers.sort_unstable();
-            servers.dedup();
+            // Each connection is in its list once (its `dirty` flag), so
+            // there is nothing to sort or de-duplicate; the flag is cleared
+            // before the flush so that a flush that dirties it again queues
+            // it for the next round.
+            let servers = std::mem::take(&mut self.dirty_servers);
             for &k in &servers {
-                self.server_flush(k);
+                if let Some(Conn::Server(s)) = self.conns.get_mut(k) {
+                    s.dirty = false;
+                    self.server_flush(k);
+                }
             }
             reuse(&mut self.dirty_servers, servers);
-            let mut clients = std::mem::take(&mut self.dirty_clients);
-            clients.sort_unstable();
-            clients.dedup();
+            let clients = std::mem::take(&mut self.dirty_clients);
             for &k in &clients {
-                self.client_flush(k);
+                if let Some(Conn::Client(c)) = self.conns.get_mut(k) {
+                    c.dirty = false;
+                    self.client_flush(k);
+                }
             }
             reuse(&mut self.dirty_clients, clients);
             if !self.resume.is_empty() {
@@ -383,6 +393,26 @@ impl Context {
                     let hup = matches!(self.conns.get(k), Some(Conn::Client(c)) if c.hup);
                     self.client_read(k, hup);
                 }
+            }
+        }
+    }
+
+    /// Queues client `ck` for [`flush_dirty`](Self::flush_dirty), once.
+    pub fn dirty_client(&mut self, ck: ConnId) {
+        if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(ck);
+            }
+        }
+    }
+
+    /// Queues server connection `sk` for [`flush_dirty`](Self::flush_dirty), once.
+    pub fn dirty_server(&mut self, sk: ConnId) {
+        if let Some(Conn::Server(s)) = self.conns.get_mut(sk) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty_servers.push(sk);
             }
         }
     }
@@ -568,7 +598,7 @@ pub enum Side {
 /// `sent` on (what is already written of it), up to [`IOV_MAX`] segments.
 /// The cost is the segments gathered, never the ones already written.
 pub fn gather<'a>(
-    msgs: &'a Arena<Msg>,
+    msgs: &'a Arena<Box<Msg>, Msg>,
     mbufs: &'a MbufPool,
     queue: &VecDeque<MsgId>,
     sent: WriteCursor,

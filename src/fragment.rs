@@ -44,7 +44,13 @@ impl Context {
             err = 0;
             bad = false;
         }
-        let mut rsp = Vec::new();
+        // The parent's own (empty) vector, with the capacity of its last use.
+        let mut rsp = match self.msgs.get_mut(parent) {
+            Some(p) => std::mem::take(&mut p.rsp),
+            None => Vec::new(),
+        };
+        self.mbufs.release_segs(&rsp);
+        rsp.clear();
         if err == 0 && !bad {
             match frag.merge {
                 Some(Merge::Array) => {

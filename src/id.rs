@@ -96,28 +96,37 @@ impl<T> fmt::Display for Id<T> {
     }
 }
 
-/// A slab whose slots remember the generation of their last value.
+/// A slab whose slots remember the generation of their last value. `K`
+/// names the ids: it is `T` unless the values are stored boxed
+/// (`Arena<Box<Msg>, Msg>`), where moving one in and out of a slot should
+/// cost a pointer, not the whole value.
+///
+/// A live value carries its generation in its slot, so a lookup is one
+/// slab access; `gens` outlives the values (a vacant slot keeps the count
+/// its next value continues from).
 #[derive(Debug)]
-pub struct Arena<T> {
-    slab: Slab<T>,
+pub struct Arena<T, K = T> {
+    slab: Slab<(u32, T)>,
     gens: Vec<u32>,
+    _kind: PhantomData<fn() -> K>,
 }
 
-impl<T> Default for Arena<T> {
+impl<T, K> Default for Arena<T, K> {
     fn default() -> Self {
         Arena {
             slab: Slab::new(),
             gens: Vec::new(),
+            _kind: PhantomData,
         }
     }
 }
 
-impl<T> Arena<T> {
-    pub fn new() -> Arena<T> {
+impl<T, K> Arena<T, K> {
+    pub fn new() -> Arena<T, K> {
         Arena::default()
     }
 
-    pub fn insert(&mut self, value: T) -> Id<T> {
+    pub fn insert(&mut self, value: T) -> Id<K> {
         let idx = self.slab.vacant_key();
         if self.gens.len() <= idx {
             self.gens.resize(idx + 1, 0);
@@ -129,37 +138,31 @@ impl<T> Arena<T> {
             }
             None => 0,
         };
-        self.slab.insert(value);
+        self.slab.insert((gen, value));
         Id::new(idx as u32, gen)
     }
 
-    fn live(&self, id: Id<T>) -> bool {
-        self.gens.get(id.idx as usize) == Some(&id.gen) && self.slab.contains(id.idx as usize)
+    pub fn contains(&self, id: Id<K>) -> bool {
+        self.get(id).is_some()
     }
 
-    pub fn contains(&self, id: Id<T>) -> bool {
-        self.live(id)
-    }
-
-    pub fn get(&self, id: Id<T>) -> Option<&T> {
-        if self.live(id) {
-            self.slab.get(id.idx as usize)
-        } else {
-            None
+    pub fn get(&self, id: Id<K>) -> Option<&T> {
+        match self.slab.get(id.idx as usize) {
+            Some((gen, v)) if *gen == id.gen => Some(v),
+            _ => None,
         }
     }
 
-    pub fn get_mut(&mut self, id: Id<T>) -> Option<&mut T> {
-        if self.live(id) {
-            self.slab.get_mut(id.idx as usize)
-        } else {
-            None
+    pub fn get_mut(&mut self, id: Id<K>) -> Option<&mut T> {
+        match self.slab.get_mut(id.idx as usize) {
+            Some((gen, v)) if *gen == id.gen => Some(v),
+            _ => None,
         }
     }
 
-    pub fn remove(&mut self, id: Id<T>) -> Option<T> {
-        if self.live(id) {
-            self.slab.try_remove(id.idx as usize)
+    pub fn remove(&mut self, id: Id<K>) -> Option<T> {
+        if self.contains(id) {
+            self.slab.try_remove(id.idx as usize).map(|(_, v)| v)
         } else {
             None
         }
@@ -174,15 +177,14 @@ impl<T> Arena<T> {
     }
 
     /// The live ids, in slot order.
-    pub fn ids(&self) -> Vec<Id<T>> {
+    pub fn ids(&self) -> Vec<Id<K>> {
         self.iter().map(|(id, _)| id).collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Id<T>, &T)> + '_ {
-        self.slab.iter().map(move |(idx, v)| {
-            let gen = self.gens.get(idx).copied().unwrap_or(0);
-            (Id::new(idx as u32, gen), v)
-        })
+    pub fn iter(&self) -> impl Iterator<Item = (Id<K>, &T)> + '_ {
+        self.slab
+            .iter()
+            .map(|(idx, (gen, v))| (Id::new(idx as u32, *gen), v))
     }
 }
 

@@ -245,6 +245,7 @@ impl Context {
                 id: self.total_conns + 1,
                 tx: None,
                 again: false,
+                dirty: false,
                 partial: 0,
             }));
             if self.register(key).is_err() {

@@ -136,7 +136,19 @@ pub struct IoVecs<'a> {
 }
 
 impl<'a> IoVecs<'a> {
+    /// Adds `b`; bytes that continue the last entry in memory (consecutive
+    /// elements of one reply, split apart by a merge) extend it instead, so
+    /// the kernel copies fewer, larger pieces (and past 8 entries it has to
+    /// allocate for them).
     pub fn push(&mut self, b: &'a [u8]) {
+        if let Some(last) = self.v.last_mut() {
+            if (last.iov_base as usize).wrapping_add(last.iov_len) == b.as_ptr() as usize {
+                // Both slices are borrowed for 'a and touch: their union is
+                // one borrowed range.
+                last.iov_len += b.len();
+                return;
+            }
+        }
         self.v.push(libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
             iov_len: b.len(),
@@ -333,5 +345,30 @@ pub(crate) fn sockaddr(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, 
                 std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
             )
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_slices_share_one_iovec() {
+        let bytes = b"*2\r\n$1\r\na\r\n$1\r\nb\r\n".to_vec();
+        let other = b"+OK\r\n".to_vec();
+        let mut buf = IovBuf::with_capacity(4);
+        let mut iov = buf.start();
+        iov.push(&bytes[..4]);
+        iov.push(&bytes[4..11]);
+        iov.push(&bytes[11..]);
+        assert_eq!(iov.len(), 1);
+        iov.push(&other);
+        iov.push(&bytes[..4]);
+        assert_eq!(iov.len(), 3);
+        let v = iov.as_slice();
+        assert_eq!(v[0].iov_len, bytes.len());
+        assert_eq!(v[1].iov_len, other.len());
+        assert_eq!(v[2].iov_len, 4);
     }
 }

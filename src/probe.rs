@@ -147,7 +147,10 @@ impl Context {
             if let Some(Conn::Server(c)) = self.conns.get_mut(k) {
                 if c.private {
                     c.draining = true;
-                    self.dirty_servers.push(k);
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty_servers.push(k);
+                    }
                 }
             }
         }

@@ -78,7 +78,7 @@ impl Context {
             self.mbufs.push_bytes(bytes, &mut m.rsp);
             m.done = true;
             if let Some(ck) = m.client() {
-                self.dirty_clients.push(ck);
+                self.dirty_client(ck);
             }
         }
     }
@@ -820,7 +820,7 @@ impl Context {
                 return;
             }
         }
-        self.dirty_clients.push(ck);
+        self.dirty_client(ck);
     }
 
     /// The backend's answer to `HELLO 3`: passed on when it switched; an

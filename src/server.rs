@@ -155,7 +155,7 @@ impl Context {
                 c.inq.push_back(mid);
             }
         }
-        self.dirty_servers.push(sk);
+        self.dirty_server(sk);
     }
 
     /// A connection to server `s`: a new one while fewer than
@@ -208,7 +208,7 @@ impl Context {
                 m.deadline = Some(self.timers.deadline(self.now, d, mid));
             }
         }
-        self.dirty_servers.push(sk);
+        self.dirty_server(sk);
     }
 
     fn server_connect(&mut self, s: ServerId, proto: Proto, private: bool) -> Result<ConnId, i32> {
@@ -273,6 +273,7 @@ impl Context {
             proto,
             hup: false,
             again: false,
+            dirty: false,
             private,
         };
         // AUTH goes before SELECT (docs/compatibility.md), both ahead of any
@@ -352,7 +353,7 @@ impl Context {
         if let Some(srv) = self.topo.server_mut(s) {
             srv.stats.server_connections += 1;
         }
-        self.dirty_servers.push(sk);
+        self.dirty_server(sk);
     }
 
     /// Writes as much of the in queue as the socket takes, in one `writev`

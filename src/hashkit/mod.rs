@@ -190,6 +190,8 @@ pub struct Selector {
     /// `(value, server index)`: ascending values for ketama; slot order
     /// with value 0 for modula and random.
     table: Vec<(u32, u32)>,
+    /// Ketama only: see [`ketama::Buckets`].
+    buckets: ketama::Buckets,
     rng: random::Rng,
 }
 
@@ -207,7 +209,16 @@ impl Selector {
             Distribution::Random => random::Rng::from_clock(),
             _ => random::Rng::seeded(0),
         };
-        Selector { dist, table, rng }
+        let buckets = match dist {
+            Distribution::Ketama => ketama::Buckets::build(&table),
+            _ => ketama::Buckets::default(),
+        };
+        Selector {
+            dist,
+            table,
+            buckets,
+            rng,
+        }
     }
 
     pub fn distribution(&self) -> Distribution {
@@ -222,7 +233,7 @@ impl Selector {
     /// a hash; `None` if the table is empty. Random ignores the hash.
     pub fn dispatch(&self, hash: u32) -> Option<usize> {
         match self.dist {
-            Distribution::Ketama => ketama::dispatch(&self.table, hash),
+            Distribution::Ketama => self.buckets.dispatch(&self.table, hash),
             Distribution::Modula => modula::dispatch(&self.table, hash),
             Distribution::Random => random::dispatch(&self.table, &self.rng),
         }
