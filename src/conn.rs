@@ -98,6 +98,11 @@ pub struct ClientConn {
     pub again: bool,
     /// In the context's `dirty_clients` list (see `Context::dirty_client`).
     pub dirty: bool,
+    /// In the context's `deferred_clients` list: its write is put off (see
+    /// `Context::flush_dirty`).
+    pub deferred: bool,
+    /// Since when its write is put off.
+    pub defer_since: Option<std::time::Instant>,
     /// Bytes of the incomplete request it holds, as counted in the
     /// context's `partial_bytes` (see `client.rs`, the request budget).
     pub partial: u64,

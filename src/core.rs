@@ -55,6 +55,12 @@ pub struct Settings {
 pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 /// Most freed messages kept for reuse.
 const SPARE_MSGS: usize = 4096;
+/// The longest a client's ready replies wait for the rest of its pipeline
+/// (see [`waits_for_more`]).
+const DEFER_WAIT: Duration = Duration::from_millis(2);
+/// Replies past this size are written at once: a large write costs little
+/// per byte more than the system call.
+const DEFER_MAX_HELD: usize = 64 * 1024;
 /// Most events handled per `poll` call.
 const EVENTS: usize = 1024;
 
@@ -78,6 +84,12 @@ pub struct Context {
     /// Connections with bytes to write, flushed after the events.
     pub dirty_clients: Vec<ConnId>,
     pub dirty_servers: Vec<ConnId>,
+    /// Clients whose write is put off (see `flush_dirty`).
+    deferred_clients: Vec<ConnId>,
+    /// When the first of their waits ends.
+    defer_until: Option<Instant>,
+    /// Scratch of `flush_stalled`.
+    stalled: Vec<ConnId>,
     /// Paused clients that drained enough to be read again.
     pub resume: Vec<ConnId>,
     /// Connections whose last turn ended on its work budget with input
@@ -163,6 +175,9 @@ impl Context {
             timers: Timers::default(),
             dirty_clients: Vec::new(),
             dirty_servers: Vec::new(),
+            deferred_clients: Vec::new(),
+            defer_until: None,
+            stalled: Vec::new(),
             resume: Vec::new(),
             ready_again: Vec::new(),
             partial_bytes: 0,
@@ -209,6 +224,11 @@ impl Context {
                 None => wake_every,
             }
             .min(trim);
+            // A put-off write waits for the next event, or its time.
+            let timeout = match self.defer_until {
+                Some(t) => timeout.min(t.saturating_duration_since(Instant::now())),
+                None => timeout,
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -232,6 +252,7 @@ impl Context {
             }
             self.take_turns(&mut again);
             self.flush_dirty();
+            self.defer_until = self.flush_stalled();
             self.fire_timers();
             // Only when the self-pipe fired: draining it is a system call.
             if signalled {
@@ -384,6 +405,20 @@ impl Context {
             for &k in &clients {
                 if let Some(Conn::Client(c)) = self.conns.get_mut(k) {
                     c.dirty = false;
+                    let since = *c.defer_since.get_or_insert(self.now);
+                    if self.now.saturating_duration_since(since) < DEFER_WAIT
+                        && c.held < DEFER_MAX_HELD
+                        && !c.closing
+                        && !c.eof
+                        && waits_for_more(&self.msgs, c)
+                    {
+                        if !c.deferred {
+                            c.deferred = true;
+                            self.deferred_clients.push(k);
+                        }
+                        continue;
+                    }
+                    c.defer_since = None;
                     self.client_flush(k);
                 }
             }
@@ -395,6 +430,50 @@ impl Context {
                 }
             }
         }
+    }
+
+    /// Writes the put-off clients whose wait is over ([`DEFER_WAIT`]); the
+    /// others stay put off. Returns when the next wait ends, if any does.
+    fn flush_stalled(&mut self) -> Option<Instant> {
+        if self.deferred_clients.is_empty() {
+            return None;
+        }
+        let mut list = std::mem::take(&mut self.deferred_clients);
+        let mut stalled = std::mem::take(&mut self.stalled);
+        let now = self.now;
+        let mut next: Option<Instant> = None;
+        let conns = &mut self.conns;
+        list.retain(|&k| {
+            let Some(Conn::Client(c)) = conns.get_mut(k) else {
+                return false;
+            };
+            match c.defer_since {
+                Some(t) if now.saturating_duration_since(t) < DEFER_WAIT => {
+                    let end = t + DEFER_WAIT;
+                    next = Some(next.map_or(end, |n| n.min(end)));
+                    true
+                }
+                Some(_) => {
+                    c.deferred = false;
+                    c.defer_since = None;
+                    stalled.push(k);
+                    false
+                }
+                // Written meanwhile.
+                None => {
+                    c.deferred = false;
+                    false
+                }
+            }
+        });
+        self.deferred_clients = list;
+        for &k in &stalled {
+            self.client_flush(k);
+        }
+        stalled.clear();
+        self.stalled = stalled;
+        self.flush_dirty();
+        next
     }
 
     /// Queues client `ck` for [`flush_dirty`](Self::flush_dirty), once.
@@ -547,6 +626,20 @@ impl Context {
     pub fn live_counts(&self) -> (usize, usize, usize) {
         (self.conns.len(), self.msgs.len(), self.mbufs.in_use())
     }
+}
+
+/// Whether a client's write is better put off: the front of its queue is
+/// ready but a later request is not. A pipelining client's replies come
+/// from several servers, often in successive iterations; writing each
+/// ready prefix costs a `writev` per piece, the dearest system call of the
+/// loop (it runs the loopback TCP path of the receiver too). Putting the
+/// write off until the rest of the batch is in ([`DEFER_WAIT`] at most)
+/// lets it go out in one piece; a client with nothing outstanding behind
+/// its ready replies (every depth-1 client) is written at once.
+fn waits_for_more(msgs: &Arena<Box<Msg>, Msg>, c: &crate::conn::ClientConn) -> bool {
+    let done = |mid: &MsgId| msgs.get(*mid).is_some_and(|m| m.done);
+    // The scan stops at the first reply not in: as far as `gather` goes.
+    c.outq.front().is_some_and(done) && !c.outq.iter().all(done)
 }
 
 /// Vectors the fragment code reuses from request to request.

@@ -246,6 +246,8 @@ impl Context {
                 tx: None,
                 again: false,
                 dirty: false,
+                deferred: false,
+                defer_since: None,
                 partial: 0,
             }));
             if self.register(key).is_err() {

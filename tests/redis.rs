@@ -976,6 +976,54 @@ fn replies_in_request_order_across_servers() {
     }
 }
 
+/// Ready replies of a pipeline wait for the rest of it only briefly
+/// (docs/compatibility.md §13.6): with the last request stuck for 3 s on a
+/// busy server, the replies before it arrive long before it.
+#[test]
+fn ready_replies_do_not_wait_for_a_slow_one_behind_them() {
+    let cl = Cluster::spread();
+    let mut c = cl.raw();
+    let keys: Vec<String> = (0..40).map(|i| format!("wait:{i}")).collect();
+    for k in &keys {
+        exa(&mut c, &["SET", k, k], ok());
+    }
+    let homes: Vec<usize> = keys.iter().map(|k| cl.home(k.as_bytes())).collect();
+    let slow = &keys[0];
+    let fast: Vec<&String> = keys
+        .iter()
+        .zip(&homes)
+        .filter(|(_, &h)| h != homes[0])
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!fast.is_empty(), "all keys on one backend");
+    let script = "local t = redis.call('TIME') local s = t[1]*1000000 + t[2] \
+        while true do local n = redis.call('TIME') \
+        if n[1]*1000000 + n[2] - s > 3000000 then break end end \
+        return redis.call('GET', KEYS[1])";
+    let mut pipe = Vec::new();
+    for k in &fast {
+        pipe.extend(cmd(&["GET", k]));
+    }
+    pipe.extend(cmd(&["EVAL", script, "1", slow]));
+    let sent = Instant::now();
+    c.send(&pipe);
+    for k in &fast {
+        assert_eq!(c.recv_reply(), b(k));
+    }
+    let fast_in = sent.elapsed();
+    assert_eq!(c.recv_reply(), b(slow));
+    let slow_in = sent.elapsed();
+    assert!(
+        slow_in >= Duration::from_millis(2900),
+        "the script ran {slow_in:?}"
+    );
+    // Generous: the ready replies are held 2 ms at most, the script 3 s.
+    assert!(
+        fast_in < Duration::from_millis(2000),
+        "ready replies waited {fast_in:?} for the slow one"
+    );
+}
+
 /// `threads` clients at once, each doing `ops` operations on its own keys
 /// plus a shared counter and cross-server MGETs.
 fn many_clients(server_connections: &str, pipelined: bool) {
