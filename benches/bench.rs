@@ -28,8 +28,10 @@
 //!
 //! CPU is time on CPU from `/proc/<pid>/task/*/schedstat` (user + kernel, all
 //! threads), read before and after each run and divided by the requests of
-//! the run; the proxy's read/write system calls per request come from
-//! `/proc/<pid>/io`, its memory from VmRSS (sampled, and read again 10 s
+//! the run; the proxy's read/write system calls per request (socket calls
+//! included) are counted with `perf stat` on the syscall tracepoints in
+//! the last round (without perf, from `/proc/<pid>/io`, which misses
+//! recv/send), its memory from VmRSS (sampled, and read again 10 s
 //! after the heaviest workload ends) and VmHWM. The runs of a workload
 //! (direct, proxy, relay, second binary) rotate in order from one round to
 //! the next;
@@ -679,6 +681,62 @@ fn io_syscalls(pid: u32) -> u64 {
         .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
+}
+
+/// The system calls counted per request: the read and write families,
+/// socket calls included (the proxy uses recv/sendmsg, HAProxy recv/send,
+/// C twemproxy read/writev).
+const COUNTED_SYSCALLS: [&str; 8] = [
+    "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg",
+];
+
+/// Counts [`COUNTED_SYSCALLS`] of a process with `perf stat` on the
+/// syscall tracepoints: `/proc/<pid>/io` counts only read(2)/write(2)
+/// and their vector forms, not the socket calls.
+struct SyscallCount {
+    perf: Proc,
+    out: PathBuf,
+}
+
+impl SyscallCount {
+    /// None when perf or the tracepoints are not available.
+    fn start(pid: u32, dir: &Path) -> Option<SyscallCount> {
+        let out = dir.join(format!("syscalls-{pid}.csv"));
+        let _ = std::fs::remove_file(&out);
+        let events: Vec<String> = COUNTED_SYSCALLS
+            .iter()
+            .map(|c| format!("syscalls:sys_enter_{c}"))
+            .collect();
+        let mut c = Command::new("perf");
+        c.args(["stat", "-x", ",", "-e", &events.join(",")])
+            .args(["-p", &pid.to_string(), "-o"])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut perf = Proc::spawn("perf", &mut c, false).ok()?;
+        // perf stat attaches within milliseconds; give it ample time.
+        std::thread::sleep(Duration::from_millis(300));
+        if perf.exited() {
+            return None;
+        }
+        Some(SyscallCount { perf, out })
+    }
+
+    fn finish(mut self) -> Option<u64> {
+        self.perf.signal(libc::SIGINT);
+        self.perf.wait_exit(Duration::from_secs(30));
+        let text = std::fs::read_to_string(&self.out).ok()?;
+        let _ = std::fs::remove_file(&self.out);
+        let mut total = 0u64;
+        let mut seen = 0;
+        for line in text.lines().filter(|l| l.contains("syscalls:sys_enter_")) {
+            let n: u64 = line.split(',').next()?.trim().parse().ok()?;
+            total += n;
+            seen += 1;
+        }
+        (seen == COUNTED_SYSCALLS.len()).then_some(total)
+    }
 }
 
 fn fd_count(pid: u32) -> usize {
@@ -1354,12 +1412,16 @@ impl Bench<'_> {
     }
 
     /// Proxied run: the load, proxy and backend CPU µs/request.
+    /// `count_syscalls`: count the proxy's system calls in this run (with
+    /// `perf stat`, which costs the proxy a little CPU per call, so only
+    /// one round does; the others report NaN, left out of the medians).
     fn run_proxied(
         &self,
         proxy: &Proxy,
         w: &Workload,
         n: u64,
         perf_to: Option<PathBuf>,
+        count_syscalls: bool,
     ) -> Result<Proxied, String> {
         let backends: Vec<u32> = self
             .cluster
@@ -1371,6 +1433,11 @@ impl Bench<'_> {
             Some(path) => start_perf(proxy.pid(), &path),
             None => None,
         };
+        let counter = if count_syscalls && perf.is_none() {
+            SyscallCount::start(proxy.pid(), self.dir)
+        } else {
+            None
+        };
         let p0 = cpu_ns(proxy.pid());
         let s0 = io_syscalls(proxy.pid());
         let b0: u64 = backends.iter().map(|&p| cpu_ns(p)).sum();
@@ -1378,6 +1445,10 @@ impl Bench<'_> {
         let p1 = cpu_ns(proxy.pid());
         let s1 = io_syscalls(proxy.pid());
         let b1: u64 = backends.iter().map(|&p| cpu_ns(p)).sum();
+        let counted = match counter {
+            Some(c) => c.finish(),
+            None => None,
+        };
         if let Some(mut p) = perf {
             p.signal(libc::SIGINT);
             p.wait_exit(Duration::from_secs(30));
@@ -1387,7 +1458,12 @@ impl Bench<'_> {
         Ok(Proxied {
             proxy_us: per(p1.saturating_sub(p0)),
             backend_us: per(b1.saturating_sub(b0)),
-            syscalls: s1.saturating_sub(s0) as f64 / requests,
+            syscalls: match (count_syscalls, counted) {
+                (false, _) => f64::NAN,
+                (true, Some(c)) => c as f64 / requests,
+                // Without perf: read/write(v) only (socket calls missed).
+                (true, None) => s1.saturating_sub(s0) as f64 / requests,
+            },
             load,
         })
     }
@@ -1611,7 +1687,8 @@ fn main_run(b: &Bench, workloads: &[Workload]) -> Result<MainResult, String> {
                         } else {
                             None
                         };
-                        let px = b.run_proxied(&hop.proxy, w, *n, perf)?;
+                        let count = round + 1 == o.rounds;
+                        let px = b.run_proxied(&hop.proxy, w, *n, perf, count)?;
                         let rss = hop.sampler.take_max();
                         ended.push((Instant::now(), i));
                         if let Some(note) = &px.load.note {
@@ -1749,7 +1826,11 @@ fn print_workload(w: &Workload, n: u64, runs: &[Sample], o: &Opts) {
         &|s| s.direct_us,
         &d3,
     );
-    row("proxy read+write syscalls/req", &|s| s.syscalls, &d3);
+    row(
+        "proxy read+write syscalls/req (last round)",
+        &|s| s.syscalls,
+        &d3,
+    );
     row("p50 ms proxied", &|s| s.p50_proxied, &d3);
     row("p99 ms proxied", &|s| s.p99_proxied, &d3);
     row("p50 ms direct", &|s| s.p50_direct, &d3);
@@ -1773,7 +1854,7 @@ fn print_workload(w: &Workload, n: u64, runs: &[Sample], o: &Opts) {
         row("relay CPU us/req", &|s| relay_f(s, |h| h.cpu_us), &d3);
         row("ratio proxy/relay CPU (per round)", &over_relay, &d2);
         row(
-            "relay read+write syscalls/req",
+            "relay read+write syscalls/req (last round)",
             &|s| relay_f(s, |h| h.syscalls),
             &d3,
         );
@@ -1785,7 +1866,7 @@ fn print_workload(w: &Workload, n: u64, runs: &[Sample], o: &Opts) {
         row("bin2 CPU us/req", &|s| bin2_f(s, |h| h.cpu_us), &d3);
         row("ratio proxy/bin2 CPU (per round)", &over_bin2, &d2);
         row(
-            "bin2 read+write syscalls/req",
+            "bin2 read+write syscalls/req (last round)",
             &|s| bin2_f(s, |h| h.syscalls),
             &d3,
         );
@@ -2462,7 +2543,7 @@ fn sweep(b: &Bench, filter: &dyn Fn(&Workload) -> bool) -> Result<(), String> {
                 if w.cmd == Cmd::Get {
                     populate(w.proto, proxy.port(w.proto), o.keyspace, w.size)?;
                 }
-                let px = b.run_proxied(&proxy, w, n, None)?;
+                let px = b.run_proxied(&proxy, w, n, None, false)?;
                 cpu.push(px.proxy_us);
                 ops.push(px.load.ops_per_sec);
             }

@@ -20,6 +20,8 @@ command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 # Debian installs it in /usr/sbin, outside a normal user's PATH.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# perf counts the system calls per request (without it, /proc/<pid>/io).
+command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "bench: installing ${missing[*]}"

@@ -45,8 +45,10 @@ impl Stream {
 
     pub fn read(&self, buf: &mut [u8]) -> IoStep {
         loop {
+            // recv(2), not read(2): a socket's own call skips the file
+            // layer's checks, a few per cent of a small request's cost.
             // SAFETY: buf is a valid writable region of buf.len() bytes.
-            let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n > 0 {
                 return IoStep::Done(n as usize);
             }
@@ -71,9 +73,15 @@ impl Stream {
             return IoStep::Done(0);
         }
         loop {
+            // sendmsg(2), not writev(2), for the reason given in `read`.
+            // SAFETY: a zeroed msghdr is valid (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = v.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = v.len() as _;
             // SAFETY: every iovec was made from a slice that `iov` borrows
-            // for its whole lifetime, so each points to live bytes.
-            let n = unsafe { libc::writev(self.fd(), v.as_ptr(), v.len() as libc::c_int) };
+            // for its whole lifetime, so each points to live bytes; the
+            // kernel only reads them.
+            let n = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL) };
             if n >= 0 {
                 return IoStep::Done(n as usize);
             }
