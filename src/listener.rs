@@ -246,6 +246,7 @@ impl Context {
                 tx: None,
                 again: false,
                 partial: 0,
+                splitting: None,
             }));
             if self.register(key).is_err() {
                 let _ = self.conns.remove(key);
