@@ -10,17 +10,21 @@
 //! Everything lives in [`Context`]: the mio `Poll`, an arena of
 //! connections (their ids are the tokens), an arena of messages, the mbuf
 //! pool, the [`Topology`] (pools, servers and their tables) and the
-//! [`Timers`]. Each loop iteration handles the ready sockets, then flushes
-//! every connection that got something to send (one `writev` carries many
-//! queued messages), then fires the timers that are due, then acts on the
-//! signals that arrived. A reload replaces the topology at that point,
+//! [`Timers`]. Each loop iteration handles the ready sockets, then gives
+//! the turns owed from the last iteration (connections that ended theirs
+//! on a budget, and the split and merge work of huge multi-key requests,
+//! `split.rs`), then flushes every connection that got something to send
+//! (one `writev` carries many queued messages, and a flush is bounded too),
+//! then fires the timers that are due, then acts on the signals that
+//! arrived. A reload replaces the topology at that point,
 //! between two events, so no request ever sees half of one.
 //!
 //! Where a request goes, file by file: `listener.rs` accepts,
 //! `client.rs` reads, parses and writes replies back, `plan.rs` decides
 //! (local reply, one server, fragments), `request.rs` carries the decision
 //! out and owns the request lifecycle, `server.rs` talks to the backends,
-//! `fragment.rs` merges split replies, `reload.rs` swaps the topology,
+//! `split.rs` splits multi-key requests, `fragment.rs` merges split
+//! replies, `reload.rs` swaps the topology,
 //! `sentinel.rs` follows Redis Sentinel's master changes.
 //! `migrate.rs` moves keys to their new owner when the servers change.
 

@@ -10,6 +10,9 @@
 //!   client_flush ◄── client_ready ◄── merge (fragment.rs) ◄── complete ◄──────────────┘
 //! ```
 //!
+//! Splitting (`split.rs`) and merging (`fragment.rs`) a request of many
+//! keys may take several turns; the client gets the reply when it is whole.
+//!
 //! What completing does depends only on the message's [`Origin`]: a
 //! client's request becomes ready to write, a fragment reports to its
 //! parent, an internal request's reply was already consumed by the server

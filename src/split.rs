@@ -16,7 +16,11 @@
 //! client's input, and requests (so replies) stay in order. The fragments
 //! are sent once the split is whole; the client gets the merged reply once
 //! the merge is whole. Every request is routed under one topology: a
-//! reload in the middle of a split starts it again under the new one.
+//! reload in the middle of a split starts it again under the new one,
+//! unless its keys are all routed already, to servers the new one keeps
+//! (then it goes where it was routed, as a request routed just before the
+//! reload does). Reloads coming faster than a split's turns cannot starve
+//! it: started a third time, it is done in one turn.
 
 #![deny(
     clippy::unwrap_used,
@@ -80,6 +84,8 @@ pub struct Split {
     generation: u64,
     /// Routing is done; building.
     building: bool,
+    /// Times a reload made it start again.
+    restarts: u8,
 }
 
 /// What one step of a split did.
@@ -124,6 +130,7 @@ impl Context {
             end,
             generation: self.topo.generation,
             building: false,
+            restarts: 0,
         };
         loop {
             match self.split_step(mid, &mut sp, rx) {
@@ -176,8 +183,12 @@ impl Context {
         };
         match self.split_step(mid, &mut sp, &rx) {
             Stepped::More => {
-                if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
-                    c.rx = rx;
+                match self.conns.get_mut(ck) {
+                    Some(Conn::Client(c)) => c.rx = rx,
+                    _ => {
+                        let mut rx = rx;
+                        rx.inbuf.clear(&mut self.mbufs);
+                    }
                 }
                 self.work.push(Job {
                     parent: mid,
@@ -221,16 +232,29 @@ impl Context {
             return Stepped::Failed;
         };
         if sp.generation != self.topo.generation {
-            // A reload came in between: routed again, all of it.
-            self.split_reset(&mut frag);
+            // A reload came in between. Keys all routed, to servers that
+            // are still there: the request goes where it was routed, as
+            // one routed just before the reload would. Else routed again,
+            // all of it, under the new topology.
+            let live = frag.servers.iter().all(|&s| self.topo.server(s).is_some());
             sp.generation = self.topo.generation;
-            sp.building = false;
+            if !(sp.building && live) {
+                self.split_reset(&mut frag);
+                sp.building = false;
+                sp.restarts = sp.restarts.saturating_add(1);
+            }
         }
         let nkeys = match sp.form {
             Form::Redis { step, .. } => rx.redis.args.len().saturating_sub(1) / step.max(1),
             Form::Memcache { .. } => rx.mc.keys.len(),
         };
-        let mut budget = KEYS_PER_TURN;
+        // Reloads coming faster than the split's turns would start it
+        // again forever: after the second start it is done in one turn.
+        let mut budget = if sp.restarts > 1 {
+            usize::MAX
+        } else {
+            KEYS_PER_TURN
+        };
         if !sp.building {
             if let Err(errno) = self.split_route(mid, sp, rx, &mut frag, nkeys, &mut budget) {
                 self.split_reset(&mut frag);
@@ -307,7 +331,7 @@ impl Context {
         let routed = rx.routed.len() == nkeys
             && rx.routed_gen == self.topo.generation
             && sp.access == Access::Read;
-        let stop = nkeys.min(frag.progress + *budget);
+        let stop = nkeys.min(frag.progress.saturating_add(*budget));
         for i in frag.progress..stop {
             let range = match sp.form {
                 Form::Redis { step, .. } => rx
@@ -418,7 +442,7 @@ impl Context {
         nkeys: usize,
         budget: &mut usize,
     ) {
-        let stop = nkeys.min(frag.progress + *budget);
+        let stop = nkeys.min(frag.progress.saturating_add(*budget));
         let migrating = self.migrating(sp.pid);
         for i in frag.progress..stop {
             let Some(child) = frag
