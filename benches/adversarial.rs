@@ -10,10 +10,13 @@
 //!   a fake backend streaming an 80 MB array at full speed, PINGs meanwhile
 //! ```
 //!
-//! Proxy CPU is read from `/proc/<pid>/task/*/schedstat` before and after.
-//! The targets: the MGET costs the proxy at most 3x the unsplit pair, and no
-//! PING waits more than 50 ms. Each line says PASS or FAIL; the exit status
-//! is non-zero when one fails.
+//! Proxy CPU is read from `/proc/<pid>/task/*/schedstat` before and after,
+//! and around each PING. The targets: the MGET costs the proxy at most 3x
+//! the unsplit pair, no PING waits more than 50 ms, and the proxy spends
+//! less than 10 ms of CPU during any one PING's wait (the turns it waited
+//! for, as seen from outside: the wall-clock wait also counts preemption
+//! on a busy machine). Each line says PASS or FAIL; the exit status is non-zero when
+//! one fails.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,7 +27,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYS: usize = 1_000_000;
+/// The issue's bound on a PING's wall-clock wait (what `tests/` checks,
+/// generously); on a busy machine it also counts the proxy being
+/// preempted.
 const PING_TARGET: Duration = Duration::from_millis(50);
+/// "No connection keeps the loop for more than a few milliseconds": the
+/// proxy CPU spent during any one PING wait. A PING waits for the rest of
+/// the loop iteration it arrived in and its own, and an iteration gives
+/// every busy connection (here the MGET's client and three backends, each
+/// bounded to about a millisecond) its turn.
+const TURN_TARGET: Duration = Duration::from_millis(10);
 const CPU_RATIO_TARGET: f64 = 3.0;
 const FLOOD_ELEMS: usize = 20_000_000;
 
@@ -116,19 +128,41 @@ fn read_reply(r: &mut BufReader<TcpStream>) -> usize {
     n
 }
 
-/// PINGs `port` every 2 ms until stopped; the longest wait in microseconds.
-fn pinger(port: u16, stop: Arc<AtomicBool>, worst: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+/// The longest PING wait, and the most CPU the proxy spent during one
+/// wait, in microseconds.
+#[derive(Default)]
+struct Waits {
+    wall: AtomicU64,
+    cpu: AtomicU64,
+}
+
+/// PINGs `port` every 2 ms until stopped. Besides the wall-clock wait, the
+/// proxy's CPU time during each wait is taken from schedstat: on a loaded
+/// machine the wait also counts the time the proxy was not running at
+/// all, while the CPU it spent during the wait bounds the turns the PING
+/// waited for. Coarse: the kernel brings a running task's figure up to
+/// date at scheduler ticks (4 ms at HZ=250).
+fn pinger(
+    port: u16,
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    w: Arc<Waits>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut s = connect(port);
         let mut buf = [0u8; 16];
         while !stop.load(Ordering::Acquire) {
+            let cpu0 = cpu_ns(pid);
             let t = Instant::now();
             s.write_all(b"*1\r\n$4\r\nPING\r\n").expect("ping");
             let mut got = 0;
             while got < 7 {
                 got += s.read(&mut buf[got..]).expect("pong");
             }
-            worst.fetch_max(t.elapsed().as_micros() as u64, Ordering::AcqRel);
+            let wall = t.elapsed().as_micros() as u64;
+            let cpu = cpu_ns(pid).saturating_sub(cpu0) / 1000;
+            w.wall.fetch_max(wall, Ordering::AcqRel);
+            w.cpu.fetch_max(cpu, Ordering::AcqRel);
             std::thread::sleep(Duration::from_millis(2));
         }
     })
@@ -239,11 +273,8 @@ fn main() {
     let mut mget = vec![b"MGET".to_vec()];
     mget.extend(keys.iter().cloned());
     let mget = cmd(&mget);
-    let (stop, worst) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let p = pinger(port, stop.clone(), worst.clone());
+    let (stop, worst) = (Arc::new(AtomicBool::new(false)), Arc::new(Waits::default()));
+    let p = pinger(port, pid, stop.clone(), worst.clone());
     std::thread::sleep(Duration::from_millis(50));
     let cpu0 = cpu_ns(pid);
     let t = Instant::now();
@@ -255,7 +286,8 @@ fn main() {
     p.join().expect("pinger");
     assert_eq!(n, KEYS);
     let ratio = split as f64 / unsplit.max(1) as f64;
-    let mget_ping = Duration::from_micros(worst.load(Ordering::Acquire));
+    let mget_ping = Duration::from_micros(worst.wall.load(Ordering::Acquire));
+    let mget_turn = Duration::from_micros(worst.cpu.load(Ordering::Acquire));
     println!(
         "adversarial: MGET {KEYS} keys over 3 servers: proxy CPU {:.1} ms (wall {:.0} ms); SADD+SMEMBERS of as many: {:.1} ms; ratio {ratio:.2} (target <= {CPU_RATIO_TARGET}) {}",
         split as f64 / 1e6,
@@ -264,18 +296,18 @@ fn main() {
         verdict(ratio <= CPU_RATIO_TARGET)
     );
     println!(
-        "adversarial: longest PING wait during the MGET: {:.1} ms (target < {} ms) {}",
+        "adversarial: longest PING wait during the MGET: {:.1} ms (target < {} ms) {}; most proxy CPU during one wait: {:.1} ms (target < {} ms) {}",
         mget_ping.as_secs_f64() * 1e3,
         PING_TARGET.as_millis(),
-        verdict(mget_ping < PING_TARGET)
+        verdict(mget_ping < PING_TARGET),
+        mget_turn.as_secs_f64() * 1e3,
+        TURN_TARGET.as_millis(),
+        verdict(mget_turn < TURN_TARGET)
     );
 
     // A backend streaming 80 MB at full speed, PINGs on the other pool.
-    let (stop, worst) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let p = pinger(port, stop.clone(), worst.clone());
+    let (stop, worst) = (Arc::new(AtomicBool::new(false)), Arc::new(Waits::default()));
+    let p = pinger(port, pid, stop.clone(), worst.clone());
     let mut f = BufReader::new(connect(flood_port));
     let t = Instant::now();
     f.get_mut()
@@ -286,18 +318,27 @@ fn main() {
     stop.store(true, Ordering::Release);
     p.join().expect("pinger");
     assert_eq!(n, FLOOD_ELEMS);
-    let flood_ping = Duration::from_micros(worst.load(Ordering::Acquire));
+    let flood_ping = Duration::from_micros(worst.wall.load(Ordering::Acquire));
+    let flood_turn = Duration::from_micros(worst.cpu.load(Ordering::Acquire));
     println!(
-        "adversarial: longest PING wait while a backend streams {} MB ({:.0} ms): {:.1} ms (target < {} ms) {}",
+        "adversarial: longest PING wait while a backend streams {} MB ({:.0} ms): {:.1} ms (target < {} ms) {}; most proxy CPU during one wait: {:.1} ms (target < {} ms) {}",
         FLOOD_ELEMS * 4 / 1_000_000,
         wall.as_secs_f64() * 1e3,
         flood_ping.as_secs_f64() * 1e3,
         PING_TARGET.as_millis(),
-        verdict(flood_ping < PING_TARGET)
+        verdict(flood_ping < PING_TARGET),
+        flood_turn.as_secs_f64() * 1e3,
+        TURN_TARGET.as_millis(),
+        verdict(flood_turn < TURN_TARGET)
     );
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
-    if ratio > CPU_RATIO_TARGET || mget_ping >= PING_TARGET || flood_ping >= PING_TARGET {
+    if ratio > CPU_RATIO_TARGET
+        || mget_ping >= PING_TARGET
+        || flood_ping >= PING_TARGET
+        || mget_turn >= TURN_TARGET
+        || flood_turn >= TURN_TARGET
+    {
         std::process::exit(1);
     }
 }

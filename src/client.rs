@@ -9,7 +9,7 @@
 
 use crate::conn::{ClientRx, Conn, ConnId};
 use crate::core::Context;
-use crate::core::{gather, Side};
+use crate::core::{gather, Side, WRITE_BUDGET, WRITE_CALLS};
 use crate::net::IoStep;
 use crate::proto::memcache::request::Progress as McProgress;
 use crate::proto::redis::command::Cmd;
@@ -57,8 +57,6 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// [`KEYS_PER_UNIT`] keys (splitting costs per key).
 pub const PARSE_BUDGET: usize = 256;
 pub const KEYS_PER_UNIT: usize = 16;
-/// Routed-key slots kept between requests (see `preroute`).
-const KEEP_ROUTED: usize = 1024;
 /// Default of the budget of bytes held in incomplete requests over all
 /// clients: twice the largest request, so that one request of the largest
 /// size still gets through while other clients send theirs.
@@ -86,7 +84,11 @@ impl Context {
     /// `ready_again` (edge-triggered readiness would not tell again).
     pub fn client_read(&mut self, ck: ConnId, hup: bool) {
         let mut rx = match self.conns.get_mut(ck) {
-            Some(Conn::Client(c)) if !c.closing && !c.paused => std::mem::take(&mut c.rx),
+            // A client whose request is being split reads again once the
+            // split is over (`split.rs`).
+            Some(Conn::Client(c)) if !c.closing && !c.paused && c.splitting.is_none() => {
+                std::mem::take(&mut c.rx)
+            }
             _ => return,
         };
         let mut eof = false;
@@ -150,7 +152,7 @@ impl Context {
                 c.again = true;
                 self.ready_again.push(ck);
             }
-        } else if c.retiring && !c.paused && !c.closing {
+        } else if c.retiring && !c.paused && !c.closing && c.splitting.is_none() {
             // Served to the end of what it sent (see `client_retire`).
             c.closing = true;
             c.eof = true;
@@ -159,8 +161,10 @@ impl Context {
                 self.dirty_clients.push(ck);
             }
         }
-        // What the incomplete request now holds, in the global count.
-        let partial = c.rx.inbuf.end(cd) - c.rx.inbuf.start;
+        // What the incomplete request now holds, in the global count (a
+        // request being split is whole: not counted).
+        let start = c.splitting.unwrap_or(c.rx.inbuf.start);
+        let partial = c.rx.inbuf.end(cd).saturating_sub(start);
         self.partial_bytes = self.partial_bytes.saturating_sub(c.partial) + partial;
         c.partial = partial;
         if error {
@@ -192,7 +196,9 @@ impl Context {
                 .conns
                 .iter()
                 .filter_map(|(k, c)| match c {
-                    Conn::Client(c) if c.partial > 0 => Some((c.partial, k)),
+                    Conn::Client(c) if c.partial > 0 && c.splitting.is_none() => {
+                        Some((c.partial, k))
+                    }
                     _ => None,
                 })
                 .max_by_key(|&(p, _)| p);
@@ -270,6 +276,7 @@ impl Context {
                 (n, step)
             } else {
                 let (n, prog) = rx.mc.feed(data, base);
+                self.preroute_mc(ck, rx);
                 let step = match prog {
                     McProgress::Incomplete => Step::Incomplete,
                     McProgress::Complete(end) => Step::Complete(end),
@@ -307,18 +314,22 @@ impl Context {
                         } else {
                             self.redis_request(ck, rx, end);
                         }
-                        rx.redis.reset();
-                        rx.routed.clear();
-                        if rx.routed.capacity() > KEEP_ROUTED {
-                            rx.routed.shrink_to(KEEP_ROUTED);
-                        }
                         keys
                     } else {
                         let keys = rx.mc.keys.len();
                         self.memcache_request(ck, rx, end);
-                        rx.mc.reset();
                         keys
                     };
+                    if matches!(self.conns.get(ck), Some(Conn::Client(c)) if c.splitting.is_some())
+                    {
+                        // Split over the next turns: the request stays in
+                        // the input (its arguments are read from there)
+                        // until the split consumes it (`split.rs`).
+                        return Parsed::Stop;
+                    }
+                    rx.redis.reset();
+                    rx.mc.reset();
+                    rx.clear_routed();
                     rx.inbuf.consume(&mut self.mbufs, end);
                     *units = units.saturating_sub(1 + keys / KEYS_PER_UNIT);
                 }
@@ -330,6 +341,7 @@ impl Context {
                     let mid = self.new_request(ck);
                     self.local_reply(mid, reply);
                     rx.mc.reset();
+                    rx.clear_routed();
                     rx.inbuf.consume(&mut self.mbufs, end);
                 }
                 Step::Error(reply) => {
@@ -346,7 +358,10 @@ impl Context {
     /// replies and fragments read its arguments from there.
     fn redis_inline_request(&mut self, ck: ConnId, rx: &ClientRx) {
         let resp = rx.redis.inline_resp();
-        let mut irx = ClientRx::default();
+        let mut irx = ClientRx {
+            scratch: true,
+            ..ClientRx::default()
+        };
         irx.inbuf.load(&mut self.mbufs, resp);
         if let (_, Progress::Complete(end)) = irx.redis.feed(resp, 0) {
             self.redis_request(ck, &irx, end);
@@ -399,6 +414,31 @@ impl Context {
         }
     }
 
+    /// [`preroute`](Self::preroute) for the keys of a memcached get/gets
+    /// (the retrievals `plan.rs` splits), as the parser completes them.
+    fn preroute_mc(&mut self, ck: ConnId, rx: &mut ClientRx) {
+        if !rx.mc.is_multi_get() || rx.mc.keys.len() <= rx.routed.len() {
+            return;
+        }
+        let Some(Conn::Client(c)) = self.conns.get(ck) else {
+            return;
+        };
+        let pid = c.pool;
+        if rx.routed.is_empty() {
+            rx.routed_gen = self.topo.generation;
+        } else if rx.routed_gen != self.topo.generation {
+            return;
+        }
+        while let Some(k) = rx.mc.keys.get(rx.routed.len()) {
+            let (from, to) = (k.start, k.start + u64::from(k.len));
+            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
+            match self.topo.route(pid, k) {
+                Ok(s) => rx.routed.push(s),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Queues `reply` after the replies already owed, then closes.
     fn protocol_error(&mut self, ck: ConnId, reply: &[u8]) {
         crate::log_info!(
@@ -426,7 +466,12 @@ impl Context {
 
     /// The writing rounds of [`client_flush`]; false if the client closed.
     fn client_flush_with(&mut self, ck: ConnId) -> bool {
+        let (mut bytes, mut calls) = (0, 0);
         loop {
+            if bytes >= WRITE_BUDGET || calls >= WRITE_CALLS {
+                self.write_again.push(ck);
+                return true;
+            }
             let Some(Conn::Client(c)) = self.conns.get(ck) else {
                 return false;
             };
@@ -450,6 +495,8 @@ impl Context {
                     return false;
                 }
             };
+            bytes += n;
+            calls += 1;
             let wrote_all = self.client_advance(ck, n);
             if !matches!(self.conns.get(ck), Some(Conn::Client(_))) {
                 return false;
@@ -553,7 +600,7 @@ impl Context {
         // A paused client gets here again when it is resumed, one with
         // input left at the end of a later turn (see `client_read`).
         if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
-            if !c.paused && !c.closing && !c.again {
+            if !c.paused && !c.closing && !c.again && c.splitting.is_none() {
                 c.closing = true;
                 c.eof = true;
                 self.dirty_client(ck);

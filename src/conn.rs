@@ -59,6 +59,23 @@ pub struct ClientRx {
     /// generation `routed_gen`.
     pub routed: Vec<ServerId>,
     pub routed_gen: u64,
+    /// A scratch input made for one request (an inline request's RESP
+    /// form), gone once that request is handled: its split is never left
+    /// for a later turn.
+    pub scratch: bool,
+}
+
+/// Routed-key slots kept between requests (see `client.rs`, `preroute`).
+const KEEP_ROUTED: usize = 1024;
+
+impl ClientRx {
+    /// Forgets the keys routed for the request just handled.
+    pub fn clear_routed(&mut self) {
+        self.routed.clear();
+        if self.routed.capacity() > KEEP_ROUTED {
+            self.routed.shrink_to(KEEP_ROUTED);
+        }
+    }
 }
 
 pub struct ClientConn {
@@ -106,6 +123,10 @@ pub struct ClientConn {
     /// Bytes of the incomplete request it holds, as counted in the
     /// context's `partial_bytes` (see `client.rs`, the request budget).
     pub partial: u64,
+    /// Its current request is being split over several turns
+    /// (`split.rs`); it ends at this offset of the input. Nothing more is
+    /// parsed until the split is over.
+    pub splitting: Option<u64>,
 }
 
 #[derive(Debug, Default)]

@@ -10,17 +10,21 @@
 //! Everything lives in [`Context`]: the mio `Poll`, an arena of
 //! connections (their ids are the tokens), an arena of messages, the mbuf
 //! pool, the [`Topology`] (pools, servers and their tables) and the
-//! [`Timers`]. Each loop iteration handles the ready sockets, then flushes
-//! every connection that got something to send (one `writev` carries many
-//! queued messages), then fires the timers that are due, then acts on the
-//! signals that arrived. A reload replaces the topology at that point,
+//! [`Timers`]. Each loop iteration handles the ready sockets, then gives
+//! the turns owed from the last iteration (connections that ended theirs
+//! on a budget, and the split and merge work of huge multi-key requests,
+//! `split.rs`), then flushes every connection that got something to send
+//! (one `writev` carries many queued messages, and a flush is bounded too),
+//! then fires the timers that are due, then acts on the signals that
+//! arrived. A reload replaces the topology at that point,
 //! between two events, so no request ever sees half of one.
 //!
 //! Where a request goes, file by file: `listener.rs` accepts,
 //! `client.rs` reads, parses and writes replies back, `plan.rs` decides
 //! (local reply, one server, fragments), `request.rs` carries the decision
 //! out and owns the request lifecycle, `server.rs` talks to the backends,
-//! `fragment.rs` merges split replies, `reload.rs` swaps the topology,
+//! `split.rs` splits multi-key requests, `fragment.rs` merges split
+//! replies, `reload.rs` swaps the topology,
 //! `sentinel.rs` follows Redis Sentinel's master changes.
 //! `migrate.rs` moves keys to their new owner when the servers change.
 
@@ -28,7 +32,7 @@ use crate::conf::Conf;
 use crate::conn::{Conn, ConnId};
 use crate::id::Arena;
 use crate::mbuf::MbufPool;
-use crate::msg::{Frag, Msg, MsgId, Origin, SegCursor, WriteCursor};
+use crate::msg::{Frag, Msg, MsgId, Origin, WriteCursor};
 use crate::net::{IoVecs, IovBuf};
 use crate::repair::Access;
 use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
@@ -98,6 +102,14 @@ pub struct Context {
     /// without waiting while this is not empty: mio is edge-triggered and
     /// would not report bytes already waiting.
     pub ready_again: Vec<ConnId>,
+    /// Splits and merges of huge requests left for the next iteration
+    /// (`split.rs`): each gets a bounded turn per iteration, after the
+    /// connections; the loop polls without waiting while there are some.
+    pub work: Vec<crate::split::Job>,
+    /// Connections whose last flush stopped on the write budget with the
+    /// socket still taking bytes: flushed again in the next iteration
+    /// (edge-triggered readiness would not tell again).
+    pub write_again: Vec<ConnId>,
     /// Bytes held in incomplete requests, over all clients, and the most
     /// allowed (see `client.rs`, [`crate::client::partial_budget`]).
     pub partial_bytes: u64,
@@ -180,6 +192,8 @@ impl Context {
             stalled: Vec::new(),
             resume: Vec::new(),
             ready_again: Vec::new(),
+            work: Vec::new(),
+            write_again: Vec::new(),
             partial_bytes: 0,
             partial_budget: crate::client::partial_budget(),
             iov: IovBuf::with_capacity(IOV_MAX),
@@ -206,12 +220,18 @@ impl Context {
         let mut events = Events::with_capacity(EVENTS);
         let wake_every = Duration::from_millis(self.settings.stats_interval_ms.max(1));
         let mut again: Vec<ConnId> = Vec::new();
+        let mut work: Vec<crate::split::Job> = Vec::new();
+        let mut writes: Vec<ConnId> = Vec::new();
         loop {
             // The turns owed from the last iteration, taken before the poll
             // so that a connection queued again in this one waits for the
             // next: every ready connection gets a turn in between.
             std::mem::swap(&mut again, &mut self.ready_again);
+            std::mem::swap(&mut work, &mut self.work);
+            std::mem::swap(&mut writes, &mut self.write_again);
             let pending = !(again.is_empty()
+                && work.is_empty()
+                && writes.is_empty()
                 && self.resume.is_empty()
                 && self.dirty_clients.is_empty()
                 && self.dirty_servers.is_empty());
@@ -251,6 +271,14 @@ impl Context {
                 );
             }
             self.take_turns(&mut again);
+            self.take_work(&mut work);
+            for k in writes.drain(..) {
+                match self.conns.get(k) {
+                    Some(Conn::Client(_)) => self.dirty_clients.push(k),
+                    Some(Conn::Server(_)) => self.dirty_servers.push(k),
+                    _ => {}
+                }
+            }
             self.flush_dirty();
             self.defer_until = self.flush_stalled();
             self.fire_timers();
@@ -645,25 +673,8 @@ fn waits_for_more(msgs: &Arena<Box<Msg>, Msg>, c: &crate::conn::ClientConn) -> b
 /// Vectors the fragment code reuses from request to request.
 #[derive(Debug, Default)]
 pub struct FragScratch {
-    /// Server of each key, in request order.
-    pub key_server: Vec<ServerId>,
-    /// Distinct servers, one fragment each, in order of first appearance.
-    pub servers: Vec<ServerId>,
-    /// The fragments made, with their servers.
+    /// The fragments being sent, with their servers.
     pub children: Vec<(MsgId, ServerId)>,
-    /// Per fragment: the next reply element to take when merging, and
-    /// where in its reply's segments the walk stands.
-    pub next: Vec<(usize, SegCursor)>,
-    /// Key indices grouped by fragment (a counting sort of `key_child`),
-    /// and where each fragment's run begins: building every fragment
-    /// reads each key once, not once per fragment.
-    pub order: Vec<u32>,
-    pub run_start: Vec<usize>,
-    /// Fragment index + 1 of each server, by server slot (0: none yet);
-    /// reset after each split.
-    pub slot_child: Vec<u32>,
-    /// Fill positions of the counting sort.
-    pub fill: Vec<usize>,
 }
 
 /// Gives a drained work list's capacity back to `slot` unless new work was
@@ -677,6 +688,15 @@ fn reuse(slot: &mut Vec<ConnId>, mut used: Vec<ConnId>) {
 
 /// Most segments gathered into one `writev`.
 pub const IOV_MAX: usize = 256;
+/// Bytes and `writev` calls of one connection's flush per iteration: a
+/// reader as fast as the proxy (loopback) would otherwise keep an 80 MB
+/// reply, or a million-segment one, writing for tens of milliseconds.
+/// Loopback takes a few MB per millisecond, and a `writev` of
+/// [`IOV_MAX`] small segments a few microseconds: either bound is a
+/// fraction of a millisecond. The rest goes in the next iteration
+/// (`write_again`).
+pub const WRITE_BUDGET: usize = 2 * 1024 * 1024;
+pub const WRITE_CALLS: usize = 64;
 
 /// Which bytes of a message a queue sends.
 #[derive(Clone, Copy, PartialEq, Eq)]

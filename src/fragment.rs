@@ -24,9 +24,11 @@ pub fn redis_reply_fits(merge: Option<Merge>, kind: RspKind, count: i64) -> bool
 
 impl Context {
     /// All fragments of `parent` are in: build its reply, free them.
-    pub fn merge(&mut self, parent: MsgId) {
-        let Some(frag) = self.msgs.get_mut(parent).and_then(|p| p.frag.take()) else {
-            return;
+    /// False when the reply is too large for one turn: its merge goes on
+    /// with [`merge_more`](Self::merge_more) in later turns (`split.rs`).
+    pub fn merge(&mut self, parent: MsgId) -> bool {
+        let Some(mut frag) = self.msgs.get_mut(parent).and_then(|p| p.frag.take()) else {
+            return true;
         };
         let mut err = 0;
         let mut bad = false;
@@ -53,8 +55,30 @@ impl Context {
         rsp.clear();
         if err == 0 && !bad {
             match frag.merge {
-                Some(Merge::Array) => {
-                    bad = !self.merge_array(&frag.children, &frag.key_child, &mut rsp)
+                Some(m @ (Merge::Array | Merge::Values)) => {
+                    // Each fragment's reply is walked once, with a cursor
+                    // (linear in keys and segments), a turn's worth of keys
+                    // at a time.
+                    frag.next.clear();
+                    frag.next
+                        .resize(frag.children.len(), (0, SegCursor::default()));
+                    frag.progress = 0;
+                    if m == Merge::Array {
+                        self.mbufs.push_bytes(b"*", &mut rsp);
+                        self.mbufs.push_bytes(
+                            itoa::Buffer::new().format(frag.key_child.len()).as_bytes(),
+                            &mut rsp,
+                        );
+                        self.mbufs.push_bytes(b"\r\n", &mut rsp);
+                    }
+                    if let Some(p) = self.msgs.get_mut(parent) {
+                        p.rsp = rsp;
+                        p.frag = Some(frag);
+                        return self.merge_more(parent);
+                    }
+                    self.mbufs.release_segs(&rsp);
+                    self.free_frag(frag);
+                    return true;
                 }
                 Some(Merge::Sum) => {
                     let mut sum: i64 = 0;
@@ -83,7 +107,6 @@ impl Context {
                         self.mbufs.push_bytes(b"+OK\r\n", &mut rsp);
                     }
                 }
-                Some(Merge::Values) => bad = !self.merge_values(&frag, &mut rsp),
                 Some(Merge::Same) => bad = !self.merge_same(&frag.children, &mut rsp),
                 Some(Merge::AllOf) => bad = !self.merge_all_of(&frag.children, &mut rsp),
                 Some(Merge::Scan) => bad = !self.merge_scan(&frag, &mut rsp),
@@ -104,16 +127,90 @@ impl Context {
         if bad && err == 0 {
             err = libc::EINVAL;
         }
+        self.merge_done(parent, frag, rsp, err);
+        true
+    }
+
+    /// The parent's reply is `rsp`, or the error `err`; its fragments go.
+    fn merge_done(
+        &mut self,
+        parent: MsgId,
+        frag: Box<crate::msg::Frag>,
+        mut rsp: Vec<crate::mbuf::Seg>,
+        err: i32,
+    ) {
         if err != 0 {
             self.mbufs.release_segs(&rsp);
             rsp.clear();
         }
         self.free_frag(frag);
-        if let Some(p) = self.msgs.get_mut(parent) {
-            p.rsp = rsp;
-            p.err = err;
-            p.done = true;
+        match self.msgs.get_mut(parent) {
+            Some(p) => {
+                p.rsp = rsp;
+                p.err = err;
+                p.done = true;
+            }
+            None => self.mbufs.release_segs(&rsp),
         }
+    }
+
+    /// The next [`KEYS_PER_TURN`](crate::split::KEYS_PER_TURN) keys of an
+    /// MGET or memcached get merge, appended to the parent's reply; true
+    /// when the merge is over (the reply whole, or the request failed).
+    pub fn merge_more(&mut self, parent: MsgId) -> bool {
+        let Some(p) = self.msgs.get_mut(parent) else {
+            return true;
+        };
+        let Some(mut frag) = p.frag.take() else {
+            return true;
+        };
+        let mut rsp = std::mem::take(&mut p.rsp);
+        let nkeys = frag.key_child.len();
+        let stop = nkeys.min(frag.progress + crate::split::KEYS_PER_TURN);
+        let ok = match frag.merge {
+            Some(Merge::Array) => self.take_elements(&mut frag, stop, &mut rsp),
+            Some(Merge::Values) => {
+                self.take_values(&mut frag, stop, &mut rsp);
+                true
+            }
+            _ => false,
+        };
+        frag.progress = stop;
+        if !ok {
+            self.merge_done(parent, frag, rsp, libc::EINVAL);
+            return true;
+        }
+        if stop < nkeys {
+            match self.msgs.get_mut(parent) {
+                Some(p) => {
+                    p.rsp = rsp;
+                    p.frag = Some(frag);
+                    return false;
+                }
+                None => {
+                    self.mbufs.release_segs(&rsp);
+                    self.free_frag(frag);
+                    return true;
+                }
+            }
+        }
+        let mut err = 0;
+        if frag.merge == Some(Merge::Values) {
+            // Every block must be taken: one left over answers no
+            // requested key (the server code already refuses such
+            // replies; this is the backstop).
+            let all_taken = frag
+                .children
+                .iter()
+                .zip(frag.next.iter())
+                .all(|(&c, &(n, _))| self.msgs.get(c).is_none_or(|m| n >= m.elems.len()));
+            if !all_taken {
+                err = libc::EINVAL;
+            }
+            self.mbufs.push_bytes(b"END\r\n", &mut rsp);
+        }
+        self.merge_done(parent, frag, rsp, err);
+        true
     }
 
     /// The bytes of a (small) reply, copied out of its segments: only for
@@ -318,41 +415,23 @@ impl Context {
         true
     }
 
-    /// MGET: `*<nkeys>` then, for each key in request order, the next
-    /// element of the reply of the fragment that key went to. Each
-    /// fragment's reply is walked once, with a cursor (linear in keys and
-    /// segments); elements that sat together in one chunk stay one segment.
-    fn merge_array(
-        &mut self,
-        children: &[MsgId],
-        key_child: &[u32],
-        out: &mut Vec<crate::mbuf::Seg>,
-    ) -> bool {
-        let mut next = std::mem::take(&mut self.frag_scratch.next);
-        next.clear();
-        next.resize(children.len(), (0, SegCursor::default()));
-        self.mbufs.push_bytes(b"*", out);
-        self.mbufs
-            .push_bytes(itoa::Buffer::new().format(key_child.len()).as_bytes(), out);
-        self.mbufs.push_bytes(b"\r\n", out);
-        let ok = self.take_elements(children, key_child, &mut next, out);
-        self.frag_scratch.next = next;
-        ok
-    }
-
+    /// MGET: after `*<nkeys>`, for each key in request order (keys
+    /// `frag.progress..stop`), the next element of the reply of the
+    /// fragment that key went to; elements that sat together in one chunk
+    /// stay one segment.
     fn take_elements(
         &mut self,
-        children: &[MsgId],
-        key_child: &[u32],
-        next: &mut [(usize, SegCursor)],
+        frag: &mut crate::msg::Frag,
+        stop: usize,
         out: &mut Vec<crate::mbuf::Seg>,
     ) -> bool {
-        for &ci in key_child {
+        let keys = frag.key_child.get(frag.progress..stop).unwrap_or_default();
+        for &ci in keys {
             let ci = ci as usize;
-            let Some(m) = children.get(ci).and_then(|&c| self.msgs.get(c)) else {
+            let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 return false;
             };
-            let Some((n, cur)) = next.get_mut(ci) else {
+            let Some((n, cur)) = frag.next.get_mut(ci) else {
                 return false;
             };
             let Some(&(a, b)) = m.elems.get(*n) else {
@@ -368,25 +447,31 @@ impl Context {
         true
     }
 
-    /// memcached get: each key's VALUE block in request order, then END.
-    /// A fragment's blocks come in the order of its keys, misses left out,
-    /// so a key takes its fragment's next block only if the keys match.
-    /// Every block must be taken: one left over answers no requested key
-    /// (the server code already refuses such replies; this is the backstop).
-    fn merge_values(&mut self, frag: &crate::msg::Frag, out: &mut Vec<crate::mbuf::Seg>) -> bool {
-        let mut next = std::mem::take(&mut self.frag_scratch.next);
-        next.clear();
-        next.resize(frag.children.len(), (0, SegCursor::default()));
-        let mut key_from = 0usize;
-        for (i, &ci) in frag.key_child.iter().enumerate() {
-            let ci = ci as usize;
+    /// memcached get: each key's VALUE block in request order (keys
+    /// `frag.progress..stop`); END comes when all are in. A fragment's
+    /// blocks come in the order of its keys, misses left out, so a key
+    /// takes its fragment's next block only if the keys match.
+    fn take_values(
+        &mut self,
+        frag: &mut crate::msg::Frag,
+        stop: usize,
+        out: &mut Vec<crate::mbuf::Seg>,
+    ) {
+        let mut key_from = match frag.progress.checked_sub(1) {
+            Some(i) => frag.key_ends.get(i).map_or(0, |&e| e as usize),
+            None => 0,
+        };
+        for i in frag.progress..stop {
+            let Some(ci) = frag.key_child.get(i).map(|&ci| ci as usize) else {
+                break;
+            };
             let key_to = frag.key_ends.get(i).map_or(key_from, |&e| e as usize);
             let key = frag.key_bytes.get(key_from..key_to).unwrap_or(&[]);
             key_from = key_to;
             let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 continue;
             };
-            let Some((n, cur)) = next.get_mut(ci) else {
+            let Some((n, cur)) = frag.next.get_mut(ci) else {
                 continue;
             };
             let (Some(&(a, b)), Some(&(ka, kb))) = (m.elems.get(*n), m.val_keys.get(*n)) else {
@@ -403,14 +488,6 @@ impl Context {
                 self.mbufs.retain(s.id);
             }
         }
-        let all_taken = frag
-            .children
-            .iter()
-            .zip(next.iter())
-            .all(|(&c, &(n, _))| self.msgs.get(c).is_none_or(|m| n >= m.elems.len()));
-        self.frag_scratch.next = next;
-        self.mbufs.push_bytes(b"END\r\n", out);
-        all_taken
     }
 }
 

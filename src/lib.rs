@@ -31,6 +31,7 @@ pub mod request;
 pub mod sentinel;
 pub mod server;
 pub mod signal;
+pub mod split;
 pub mod stats;
 pub mod timer;
 pub mod topology;

@@ -249,6 +249,7 @@ impl Context {
                 deferred: false,
                 defer_since: None,
                 partial: 0,
+                splitting: None,
             }));
             if self.register(key).is_err() {
                 let _ = self.conns.remove(key);

@@ -151,7 +151,7 @@ pub struct Moves {
     /// The job moving each key, so a second request on it waits for it.
     inflight: HashMap<Vec<u8>, JobId>,
     /// Fragments made but not yet sent, with the keys they carry (see
-    /// [`Context::stage_moves`]).
+    /// [`Context::stage_move`]).
     staged: Vec<(MsgId, Vec<Vec<u8>>)>,
 }
 
@@ -309,11 +309,22 @@ impl Context {
         self.gate_release(gate);
     }
 
-    /// Fragments of a split request are made before their parent is set up;
-    /// their keys are kept here and their moves start when they are sent
+    /// Fragments of a split request are built (over several turns,
+    /// `split.rs`) before they are sent; their keys are kept here, one by
+    /// one, and their moves start when they are sent
     /// ([`Context::forward_staged`]).
-    pub fn stage_moves(&mut self, child: MsgId, keys: Vec<Vec<u8>>) {
-        self.moves.staged.push((child, keys));
+    pub fn stage_move(&mut self, child: MsgId, key: Vec<u8>) {
+        match self.moves.staged.iter_mut().find(|(c, _)| *c == child) {
+            Some((_, keys)) => keys.push(key),
+            None => self.moves.staged.push((child, vec![key])),
+        }
+    }
+
+    /// Forgets the keys staged for fragments that will not be sent.
+    pub fn unstage(&mut self, children: &[MsgId]) {
+        if !self.moves.staged.is_empty() {
+            self.moves.staged.retain(|(c, _)| !children.contains(c));
+        }
     }
 
     /// Sends a fragment: after its staged moves, if it has any.

@@ -116,6 +116,17 @@ pub struct Frag {
     /// SCAN: the index of the server asked and the number of servers.
     pub index: u32,
     pub count: u32,
+    /// The server of each fragment, while a split is under way.
+    pub servers: Vec<ServerId>,
+    /// By server slot: the index + 1 of its fragment (0: none yet), while
+    /// a split routes its keys.
+    pub slot_child: Vec<u32>,
+    /// Per fragment, while merging: the next reply element to take and
+    /// where in its reply's segments the walk stands.
+    pub next: Vec<(usize, SegCursor)>,
+    /// Keys done by the current pass of a split or merge spread over
+    /// turns (`split.rs`).
+    pub progress: usize,
 }
 
 #[derive(Debug)]
@@ -174,6 +185,10 @@ impl Frag {
         self.key_ends.clear();
         self.index = 0;
         self.count = 0;
+        self.servers.clear();
+        self.slot_child.clear();
+        self.next.clear();
+        self.progress = 0;
     }
 }
 

@@ -10,6 +10,9 @@
 //!   client_flush ◄── client_ready ◄── merge (fragment.rs) ◄── complete ◄──────────────┘
 //! ```
 //!
+//! Splitting (`split.rs`) and merging (`fragment.rs`) a request of many
+//! keys may take several turns; the client gets the reply when it is whole.
+//!
 //! What completing does depends only on the message's [`Origin`]: a
 //! client's request becomes ready to write, a fragment reports to its
 //! parent, an internal request's reply was already consumed by the server
@@ -26,6 +29,7 @@ use crate::plan::{self, ClientState, Plan, PLACEHOLDER};
 use crate::proto::memcache::request::McKey;
 use crate::proto::redis::reply::{self, Proto};
 use crate::proto::redis::request::Arg;
+use crate::split::{Form, Job, JobKind};
 use crate::topology::{PoolId, ServerId};
 
 /// The arguments of the request being handled, read in place from the
@@ -180,8 +184,18 @@ impl Context {
                 merge: Merge::Values,
                 name,
                 ..
-            } => self.mc_fragment(mid, rx, pid, name),
-            Plan::Split { merge, step, name } => self.fragment(mid, rx, pid, merge, step, name),
+            } => self.split_start(
+                ck,
+                mid,
+                rx,
+                pid,
+                Merge::Values,
+                Form::Memcache { verb: name },
+                end,
+            ),
+            Plan::Split { merge, step, name } => {
+                self.split_start(ck, mid, rx, pid, merge, Form::Redis { step, name }, end)
+            }
             Plan::FanOut(merge) => {
                 let mut segs = Vec::new();
                 rx.inbuf.segs(&mut self.mbufs, start, end, &mut segs);
@@ -432,7 +446,6 @@ impl Context {
             .map_or((Proto::Resp2, false), |m| (m.proto, m.noreply));
         let mut frag = self.new_frag();
         frag.merge = Some(merge);
-        let mut children = Vec::with_capacity(servers.len());
         for s in servers {
             let child = self.alloc_msg(Origin::Fragment(mid));
             if let Some(m) = self.msgs.get_mut(child) {
@@ -446,9 +459,10 @@ impl Context {
                 // Fan-out replies are checked by their merge, not by count.
                 m.reply_elems = u32::MAX;
             }
-            children.push((child, s));
+            frag.children.push(child);
+            frag.servers.push(s);
         }
-        self.start_fragments(mid, pid, frag, &children);
+        self.start_fragments(mid, pid, frag);
     }
 
     /// `SCAN cursor [options]`: the cursor names a server (`cursor % n`,
@@ -491,7 +505,9 @@ impl Context {
         frag.merge = Some(Merge::Scan);
         frag.index = (cursor % n) as u32;
         frag.count = n as u32;
-        self.start_fragments(mid, pid, frag, &[(child, s)]);
+        frag.children.push(child);
+        frag.servers.push(s);
+        self.start_fragments(mid, pid, frag);
     }
 
     /// Routes by `key` (or `placeholder`) and forwards the whole request.
@@ -534,206 +550,31 @@ impl Context {
         self.forward(mid, s);
     }
 
-    /// Splits a multi-key command per server (docs/compatibility.md §7.4): each fragment is
-    /// `*<n>\r\n$<len>\r\n<name>\r\n` made by the proxy followed by the
-    /// original key (and value) items, referenced in place.
-    fn fragment(
-        &mut self,
-        mid: MsgId,
-        rx: &ClientRx,
-        pid: PoolId,
-        merge: Merge,
-        step: usize,
-        name: &'static [u8],
-    ) {
-        let args = &rx.redis.args;
-        let nkeys = (args.len() - 1) / step;
-        let mut fs = std::mem::take(&mut self.frag_scratch);
-        fs.key_server.clear();
-        // Keys routed while the request was read (client.rs, `preroute`).
-        if rx.routed.len() == nkeys && rx.routed_gen == self.topo.generation {
-            fs.key_server.extend_from_slice(&rx.routed);
-        }
-        for i in fs.key_server.len()..nkeys {
-            let Some(a) = args.get(1 + i * step) else {
-                break;
-            };
-            let k = rx.inbuf.bytes(
-                &self.mbufs,
-                a.data,
-                a.data + u64::from(a.len),
-                &mut self.key_scratch,
-            );
-            match self.topo.route_for(pid, k, self.cur_access) {
-                Ok(s) => fs.key_server.push(s),
-                Err(errno) => {
-                    self.frag_scratch = fs;
-                    self.fail_request(mid, errno);
-                    return;
-                }
-            }
-        }
-        let mut frag = self.new_frag();
-        group_by_server(&mut fs, &mut frag.key_child);
-        frag.merge = Some(merge);
-        fs.children.clear();
-        for (ci, &s) in fs.servers.iter().enumerate() {
-            let run = run_of(&fs.order, &fs.run_start, ci);
-            let items = run.len() * step;
-            // `*<n>\r\n$<len>\r\n<name>\r\n`, built without allocating.
-            let mut n = itoa::Buffer::new();
-            let mut l = itoa::Buffer::new();
-            let parts: [&[u8]; 7] = [
-                b"*",
-                n.format(items + 1).as_bytes(),
-                b"\r\n$",
-                l.format(name.len()).as_bytes(),
-                b"\r\n",
-                name,
-                b"\r\n",
-            ];
-            let child = self.alloc_msg(Origin::Fragment(mid));
-            let Some(m) = self.msgs.get_mut(child) else {
-                continue;
-            };
-            let mut len = 0;
-            for part in parts {
-                self.mbufs.push_bytes(part, &mut m.req);
-                len += part.len();
-            }
-            for &i in run {
-                let i = i as usize;
-                let (Some(first), Some(last)) = (args.get(1 + i * step), args.get(i * step + step))
-                else {
-                    continue;
-                };
-                rx.inbuf
-                    .segs(&mut self.mbufs, first.start, last.end(), &mut m.req);
-                len += (last.end() - first.start) as usize;
-            }
-            m.req_len = len;
-            m.reply_elems = run.len() as u32;
-            fs.children.push((child, s));
-            if self.migrating(pid) {
-                let keys = frag
-                    .key_child
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &c)| c as usize == ci)
-                    .filter_map(|(i, _)| args.get(1 + i * step))
-                    .map(|a| {
-                        let (from, to) = arg_range(a);
-                        rx.inbuf
-                            .bytes(&self.mbufs, from, to, &mut self.key_scratch)
-                            .to_vec()
-                    })
-                    .collect();
-                self.stage_moves(child, keys);
-            }
-        }
-        self.start_fragments(mid, pid, frag, &fs.children);
-        self.frag_scratch = fs;
-    }
-
-    /// Splits a multi-key get per server (docs/compatibility.md §8.2): each fragment is
-    /// `get ` + its keys, each followed by a space, + CRLF; keys are
-    /// referenced in place.
-    fn mc_fragment(&mut self, mid: MsgId, rx: &ClientRx, pid: PoolId, verb: &'static [u8]) {
-        let p = &rx.mc;
-        let mut fs = std::mem::take(&mut self.frag_scratch);
-        let mut frag = self.new_frag();
-        fs.key_server.clear();
-        for k in &p.keys {
-            let (from, to) = key_range(k);
-            let kb = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-            frag.key_bytes.extend_from_slice(kb);
-            frag.key_ends.push(frag.key_bytes.len() as u32);
-            match self.topo.route_for(pid, kb, self.cur_access) {
-                Ok(s) => fs.key_server.push(s),
-                Err(errno) => {
-                    self.frag_scratch = fs;
-                    self.free_frag(frag);
-                    self.fail_request(mid, errno);
-                    return;
-                }
-            }
-        }
-        group_by_server(&mut fs, &mut frag.key_child);
-        frag.merge = Some(Merge::Values);
-        fs.children.clear();
-        for (ci, &s) in fs.servers.iter().enumerate() {
-            let run = run_of(&fs.order, &fs.run_start, ci);
-            let child = self.alloc_msg(Origin::Fragment(mid));
-            let Some(m) = self.msgs.get_mut(child) else {
-                continue;
-            };
-            self.mbufs.push_bytes(verb, &mut m.req);
-            let mut len = verb.len();
-            for k in run.iter().filter_map(|&i| p.keys.get(i as usize)) {
-                let (from, to) = key_range(k);
-                // The key's trailing space is usually right after it.
-                let next = rx
-                    .inbuf
-                    .bytes(&self.mbufs, to, to + 1, &mut self.key_scratch)
-                    .first()
-                    .copied();
-                if next == Some(b' ') {
-                    rx.inbuf.segs(&mut self.mbufs, from, to + 1, &mut m.req);
-                } else {
-                    rx.inbuf.segs(&mut self.mbufs, from, to, &mut m.req);
-                    self.mbufs.push_bytes(b" ", &mut m.req);
-                }
-                len += (to - from) as usize + 1;
-            }
-            self.mbufs.push_bytes(b"\r\n", &mut m.req);
-            m.req_len = len + 2;
-            fs.children.push((child, s));
-            if self.migrating(pid) {
-                let keys = p
-                    .keys
-                    .iter()
-                    .zip(&frag.key_child)
-                    .filter(|(_, &c)| c as usize == ci)
-                    .map(|(k, _)| {
-                        let (from, to) = key_range(k);
-                        rx.inbuf
-                            .bytes(&self.mbufs, from, to, &mut self.key_scratch)
-                            .to_vec()
-                    })
-                    .collect();
-                self.stage_moves(child, keys);
-            }
-        }
-        self.start_fragments(mid, pid, frag, &fs.children);
-        self.frag_scratch = fs;
-    }
-
-    /// Hangs `frag` on the parent and sends its fragments.
-    fn start_fragments(
-        &mut self,
-        mid: MsgId,
-        pid: PoolId,
-        mut frag: Box<Frag>,
-        children: &[(MsgId, ServerId)],
-    ) {
+    /// Hangs `frag` (its `children` made, with their `servers`) on the
+    /// parent and sends its fragments.
+    pub fn start_fragments(&mut self, mid: MsgId, pid: PoolId, mut frag: Box<Frag>) {
         if let Some(p) = self.topo.pool_mut(pid) {
-            p.stats.fragments += children.len() as i64;
+            p.stats.fragments += frag.children.len() as i64;
         }
-        frag.pending = children.len() as u32;
-        frag.children.extend(children.iter().map(|&(c, _)| c));
+        frag.pending = frag.children.len() as u32;
         // Fragments travel in their client's protocol.
         let proto = self.msgs.get(mid).map_or(Proto::Resp2, |m| m.proto);
-        for &(c, _) in children {
+        let mut sent = std::mem::take(&mut self.frag_scratch.children);
+        sent.clear();
+        for (&c, &s) in frag.children.iter().zip(&frag.servers) {
             if let Some(m) = self.msgs.get_mut(c) {
                 m.proto = proto;
             }
+            sent.push((c, s));
         }
+        frag.servers.clear();
         if let Some(m) = self.msgs.get_mut(mid) {
             m.frag = Some(frag);
         }
-        for &(child, s) in children {
+        for &(child, s) in &sent {
             self.forward_staged(child, pid, s);
         }
+        self.frag_scratch.children = sent;
     }
 
     /// Fails a request with `errno`; 0 (a backend that just closed) still
@@ -759,8 +600,15 @@ impl Context {
                 };
                 f.pending = f.pending.saturating_sub(1);
                 if f.pending == 0 {
-                    self.merge(parent);
-                    self.client_ready(parent);
+                    if self.merge(parent) {
+                        self.client_ready(parent);
+                    } else {
+                        // A huge reply: merged over the next turns.
+                        self.work.push(Job {
+                            parent,
+                            kind: JobKind::Merge,
+                        });
+                    }
                 }
             }
             Origin::Client(_) => self.client_ready(mid),
@@ -771,7 +619,7 @@ impl Context {
 
     /// A client's request (or a merged parent) is ready to be written: an
     /// error becomes the proxy's error reply.
-    fn client_ready(&mut self, mid: MsgId) {
+    pub fn client_ready(&mut self, mid: MsgId) {
         let Some(m) = self.msgs.get_mut(mid) else {
             return;
         };
@@ -872,76 +720,4 @@ fn arg_range(a: &Arg) -> (u64, u64) {
 
 fn key_range(k: &McKey) -> (u64, u64) {
     (k.start, k.start + u64::from(k.len))
-}
-
-/// The distinct servers of `fs.key_server` in order of first appearance
-/// (one fragment per server) into `fs.servers`, for each key the index of
-/// its server in that list into `key_child`, and the key indices grouped
-/// by fragment, in request order within each, into `fs.order` (fragment
-/// `ci` owns `run_of(.., ci)`). Linear in keys: a server's fragment is
-/// found through its slot, and the grouping is a counting sort, so neither
-/// many servers nor one server with every key costs more than the keys.
-fn group_by_server(fs: &mut crate::core::FragScratch, key_child: &mut Vec<u32>) {
-    fs.servers.clear();
-    key_child.clear();
-    for &s in &fs.key_server {
-        let slot = s.index();
-        if fs.slot_child.len() <= slot {
-            fs.slot_child.resize(slot + 1, 0);
-        }
-        let ci = match fs.slot_child.get(slot).copied() {
-            Some(c) if c > 0 => c - 1,
-            _ => {
-                fs.servers.push(s);
-                let c = fs.servers.len() as u32;
-                if let Some(e) = fs.slot_child.get_mut(slot) {
-                    *e = c;
-                }
-                c - 1
-            }
-        };
-        key_child.push(ci);
-    }
-    for s in &fs.servers {
-        if let Some(e) = fs.slot_child.get_mut(s.index()) {
-            *e = 0;
-        }
-    }
-    // Counting sort of the key indices by fragment.
-    fs.run_start.clear();
-    fs.run_start.resize(fs.servers.len() + 1, 0);
-    for &ci in key_child.iter() {
-        if let Some(n) = fs.run_start.get_mut(ci as usize + 1) {
-            *n += 1;
-        }
-    }
-    for i in 1..fs.run_start.len() {
-        let prev = fs.run_start.get(i - 1).copied().unwrap_or(0);
-        if let Some(n) = fs.run_start.get_mut(i) {
-            *n += prev;
-        }
-    }
-    fs.order.clear();
-    fs.order.resize(key_child.len(), 0);
-    // Each fragment's next free place in `order`, from its run's start.
-    let mut fill: Vec<usize> = std::mem::take(&mut fs.fill);
-    fill.clear();
-    fill.extend_from_slice(fs.run_start.get(..fs.servers.len()).unwrap_or_default());
-    for (i, &ci) in key_child.iter().enumerate() {
-        if let Some(at) = fill.get_mut(ci as usize) {
-            if let Some(o) = fs.order.get_mut(*at) {
-                *o = i as u32;
-            }
-            *at += 1;
-        }
-    }
-    fs.fill = fill;
-}
-
-/// The key indices of fragment `ci` (see [`group_by_server`]).
-fn run_of<'a>(order: &'a [u32], run_start: &[usize], ci: usize) -> &'a [u32] {
-    match (run_start.get(ci), run_start.get(ci + 1)) {
-        (Some(&a), Some(&b)) => order.get(a..b).unwrap_or_default(),
-        _ => &[],
-    }
 }

@@ -21,7 +21,7 @@
 use crate::client::{KEYS_PER_UNIT, READ_BUDGET};
 use crate::conf::ServerAddr;
 use crate::conn::{Conn, ConnId, ServerConn, ServerRx};
-use crate::core::{gather, Context, Side, IOV_MAX};
+use crate::core::{gather, Context, Side, IOV_MAX, WRITE_BUDGET, WRITE_CALLS};
 use crate::msg::{Internal, MsgId, Origin};
 use crate::net::{self, IoStep, Stream};
 use crate::proto::memcache::response::{McRspKind, McRspParser, McValue, Progress as McProgress};
@@ -359,10 +359,16 @@ impl Context {
     /// Writes as much of the in queue as the socket takes, in one `writev`
     /// per round, moving written requests to the out queue.
     pub fn server_flush(&mut self, sk: ConnId) {
+        let (mut bytes, mut calls) = (0, 0);
         loop {
             let Some(Conn::Server(c)) = self.conns.get(sk) else {
                 return;
             };
+            if (bytes >= WRITE_BUDGET || calls >= WRITE_CALLS) && !c.inq.is_empty() {
+                // A million-key split's fragments: the rest next iteration.
+                self.write_again.push(sk);
+                return;
+            }
             if !c.connected || c.inq.is_empty() {
                 if c.draining && c.idle() {
                     self.server_close(sk, 0, false);
@@ -389,6 +395,8 @@ impl Context {
             drop(iov);
             match step {
                 IoStep::Done(n) => {
+                    bytes += n;
+                    calls += 1;
                     self.server_advance(sk, n);
                     if !full {
                         // Short of the limit: loop once more only if the

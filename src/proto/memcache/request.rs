@@ -463,6 +463,12 @@ impl McReqParser {
         self.cmd.is_storage()
     }
 
+    /// The request being parsed is a get or gets, whose keys are split
+    /// per server: known once its command word is read.
+    pub fn is_multi_get(&self) -> bool {
+        self.word_done && matches!(self.cmd_found, Some(McCmd::Get | McCmd::Gets))
+    }
+
     /// Where the arguments after the command word lie (keys of a
     /// retrieval excepted): `stats` arguments, for instance.
     pub fn args(&self) -> impl Iterator<Item = McKey> + '_ {
