@@ -274,8 +274,8 @@ impl Context {
             self.take_work(&mut work);
             for k in writes.drain(..) {
                 match self.conns.get(k) {
-                    Some(Conn::Client(_)) => self.dirty_clients.push(k),
-                    Some(Conn::Server(_)) => self.dirty_servers.push(k),
+                    Some(Conn::Client(_)) => self.dirty_client(k),
+                    Some(Conn::Server(_)) => self.dirty_server(k),
                     _ => {}
                 }
             }
