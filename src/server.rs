@@ -926,7 +926,9 @@ fn values_asked(
 ) -> bool {
     // memcached keys are at most 250 bytes; a longer token matches none.
     const KEY_MAX: usize = 250;
-    let mut tok = [0u8; KEY_MAX];
+    // A token cut by a segment boundary (a key across two chunks) is
+    // gathered here; every other token is compared where it lies.
+    let mut carry = [0u8; KEY_MAX];
     let mut len = 0usize;
     let mut long = false;
     let mut verb = true;
@@ -944,27 +946,54 @@ fn values_asked(
             *vi += 1;
         }
     };
+    let delim = |b: &u8| *b == b' ' || *b == b'\r' || *b == b'\n';
     'bytes: for seg in req {
-        for &b in mbufs.bytes(seg) {
-            if b == b' ' || b == b'\r' || b == b'\n' {
-                if len > 0 || long {
-                    end_token(tok.get(..len).unwrap_or_default(), long, &mut verb, &mut vi);
-                    len = 0;
-                    long = false;
+        let mut rest = mbufs.bytes(seg);
+        while !rest.is_empty() {
+            let Some(n) = rest.iter().position(delim) else {
+                // The token goes on in the next segment.
+                match carry.get_mut(len..len + rest.len()) {
+                    Some(dst) if !long => {
+                        dst.copy_from_slice(rest);
+                        len += rest.len();
+                    }
+                    _ => long = true,
                 }
-                if b != b' ' {
-                    break 'bytes;
+                break;
+            };
+            let (head, tail) = rest.split_at(n);
+            if len > 0 || long {
+                match carry.get_mut(len..len + head.len()) {
+                    Some(dst) if !long => {
+                        dst.copy_from_slice(head);
+                        len += head.len();
+                    }
+                    _ => long = true,
                 }
-            } else if let Some(slot) = tok.get_mut(len) {
-                *slot = b;
-                len += 1;
-            } else {
-                long = true;
+                end_token(
+                    carry.get(..len).unwrap_or_default(),
+                    long,
+                    &mut verb,
+                    &mut vi,
+                );
+                len = 0;
+                long = false;
+            } else if !head.is_empty() {
+                end_token(head, head.len() > KEY_MAX, &mut verb, &mut vi);
             }
+            if tail.first() != Some(&b' ') {
+                break 'bytes;
+            }
+            rest = tail.get(1..).unwrap_or_default();
         }
     }
     if len > 0 || long {
-        end_token(tok.get(..len).unwrap_or_default(), long, &mut verb, &mut vi);
+        end_token(
+            carry.get(..len).unwrap_or_default(),
+            long,
+            &mut verb,
+            &mut vi,
+        );
     }
     vi == values.len()
 }

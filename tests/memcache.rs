@@ -674,6 +674,39 @@ fn large_values_default_mbufs() {
 // ---------------------------------------------------------------------------
 // Multi-get (docs/compatibility.md §8.2, with §13's request order)
 
+/// Keys of 240 bytes through 512-byte chunks: many keys of the get line
+/// lie across two chunks, so a fragment's request has keys in two pieces,
+/// which the check of the reply's VALUE keys against the keys asked must
+/// put together (src/server.rs, `values_asked`).
+#[test]
+fn multiget_of_keys_cut_by_chunk_boundaries() {
+    let cl = Cluster::start(4, &[("hash", "md5")], &["-m", "512"], &[]);
+    let mut c = cl.raw();
+    let ks: Vec<Vec<u8>> = (0..60)
+        .map(|i| format!("{i:03}-{}", "k".repeat(236)).into_bytes())
+        .collect();
+    let mut req = Vec::new();
+    for (i, k) in ks.iter().enumerate() {
+        req.extend_from_slice(&store(
+            "set",
+            k,
+            i as u32,
+            format!("v{i}").as_bytes(),
+            false,
+        ));
+    }
+    pipeline(&mut c, &req, &b"STORED\r\n".repeat(ks.len()));
+    let mut want = Vec::new();
+    for (i, k) in ks.iter().enumerate() {
+        want.extend_from_slice(&value_block(k, i as u32, format!("v{i}").as_bytes()));
+    }
+    want.extend_from_slice(b"END\r\n");
+    // A refused reply would be a SERVER_ERROR here, not the values.
+    for _ in 0..3 {
+        pipeline(&mut c, &get_line("get", &ks), &want);
+    }
+}
+
 #[test]
 fn multiget_1000_keys_in_request_order() {
     let cl = Cluster::spread(&[]);
