@@ -401,12 +401,8 @@ impl Context {
             let Some(a) = args.get(1 + rx.routed.len() * step) else {
                 return;
             };
-            let k = rx.inbuf.bytes(
-                &self.mbufs,
-                a.data,
-                a.data + u64::from(a.len),
-                &mut self.key_scratch,
-            );
+            let (from, to) = a.data_range();
+            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
             match self.topo.route(pid, k) {
                 Ok(s) => rx.routed.push(s),
                 Err(_) => return,
@@ -430,7 +426,7 @@ impl Context {
             return;
         }
         while let Some(k) = rx.mc.keys.get(rx.routed.len()) {
-            let (from, to) = (k.start, k.start + u64::from(k.len));
+            let (from, to) = k.range();
             let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
             match self.topo.route(pid, k) {
                 Ok(s) => rx.routed.push(s),

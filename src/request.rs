@@ -47,14 +47,14 @@ impl plan::Args for InputArgs<'_> {
     fn bytes(&mut self, i: usize) -> &[u8] {
         match self.rx.redis.args.get(i) {
             Some(a) => {
-                let (from, to) = arg_range(a);
+                let (from, to) = a.data_range();
                 self.rx.inbuf.bytes(self.mbufs, from, to, self.scratch)
             }
             None => &[],
         }
     }
     fn range(&self, i: usize) -> Option<(u64, u64)> {
-        self.rx.redis.args.get(i).map(arg_range)
+        self.rx.redis.args.get(i).map(Arg::data_range)
     }
 }
 
@@ -150,7 +150,7 @@ impl Context {
             Some(_) => crate::repair::mc_access(p.cmd),
             None => crate::repair::Access::Read,
         };
-        let decided = plan::memcache(p.cmd, p.keys.len(), p.keys.first().map(key_range));
+        let decided = plan::memcache(p.cmd, p.keys.len(), p.keys.first().map(McKey::range));
         self.carry_out(ck, mid, rx, pid, decided, p.start, end);
     }
 
@@ -205,7 +205,7 @@ impl Context {
             Plan::Info => {
                 let mut wanted = Vec::new();
                 for a in rx.redis.args.iter().skip(1) {
-                    let (from, to) = arg_range(a);
+                    let (from, to) = a.data_range();
                     wanted.extend_from_slice(rx.inbuf.bytes(
                         &self.mbufs,
                         from,
@@ -289,7 +289,7 @@ impl Context {
                 self.local_reply(mid, text.as_bytes());
             }
             Plan::McOneServer => {
-                let keys = rx.mc.keys.iter().map(key_range);
+                let keys = rx.mc.keys.iter().map(McKey::range);
                 match self.one_owner(rx, pid, keys) {
                     Ok(_) => {}
                     Err(Spread::Servers) => {
@@ -304,7 +304,7 @@ impl Context {
                         return;
                     }
                 }
-                let first = rx.mc.keys.first().map(key_range);
+                let first = rx.mc.keys.first().map(McKey::range);
                 self.forward_by_key(mid, rx, pid, first, start, end);
             }
         }
@@ -388,7 +388,7 @@ impl Context {
         let ranges = keys
             .iter()
             .filter_map(|&i| rx.redis.args.get(i))
-            .map(arg_range);
+            .map(Arg::data_range);
         let owner = match self.one_owner(rx, pid, ranges) {
             Ok(owner) => owner,
             Err(Spread::Servers) => {
@@ -416,7 +416,7 @@ impl Context {
                 .iter()
                 .filter_map(|&i| rx.redis.args.get(i))
                 .map(|a| {
-                    let (from, to) = arg_range(a);
+                    let (from, to) = a.data_range();
                     rx.inbuf
                         .bytes(&self.mbufs, from, to, &mut self.key_scratch)
                         .to_vec()
@@ -712,12 +712,4 @@ enum Spread {
     Servers,
     /// One could not be routed.
     Errno(i32),
-}
-
-fn arg_range(a: &Arg) -> (u64, u64) {
-    (a.data, a.data + u64::from(a.len))
-}
-
-fn key_range(k: &McKey) -> (u64, u64) {
-    (k.start, k.start + u64::from(k.len))
 }

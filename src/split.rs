@@ -334,16 +334,8 @@ impl Context {
         let stop = nkeys.min(frag.progress.saturating_add(*budget));
         for i in frag.progress..stop {
             let range = match sp.form {
-                Form::Redis { step, .. } => rx
-                    .redis
-                    .args
-                    .get(1 + i * step)
-                    .map(|a| (a.data, a.data + u64::from(a.len))),
-                Form::Memcache { .. } => rx
-                    .mc
-                    .keys
-                    .get(i)
-                    .map(|k| (k.start, k.start + u64::from(k.len))),
+                Form::Redis { step, .. } => rx.redis.args.get(1 + i * step).map(|a| a.data_range()),
+                Form::Memcache { .. } => rx.mc.keys.get(i).map(|k| k.range()),
             };
             let Some((from, to)) = range else {
                 return Err(libc::EINVAL);
@@ -467,13 +459,13 @@ impl Context {
                     rx.inbuf
                         .segs(&mut self.mbufs, first.start, last.end(), &mut m.req);
                     m.req_len += (last.end() - first.start) as usize;
-                    (first.data, first.data + u64::from(first.len))
+                    first.data_range()
                 }
                 Form::Memcache { .. } => {
                     let Some(k) = rx.mc.keys.get(i) else {
                         continue;
                     };
-                    let (from, to) = (k.start, k.start + u64::from(k.len));
+                    let (from, to) = k.range();
                     // The key's trailing space is usually right after it.
                     let next = rx
                         .inbuf

@@ -68,12 +68,8 @@ impl Context {
             let Some(a) = rx.redis.args.get(i) else {
                 continue;
             };
-            let k = rx.inbuf.bytes(
-                &self.mbufs,
-                a.data,
-                a.data + u64::from(a.len),
-                &mut self.key_scratch,
-            );
+            let (from, to) = a.data_range();
+            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
             match self.topo.route_for(pid, k, self.cur_access) {
                 Ok(s) => servers.push(s),
                 Err(e) => failed = Some(e),

@@ -195,6 +195,11 @@ impl McKey {
     pub fn end(&self) -> u64 {
         self.start + u64::from(self.len)
     }
+
+    /// The stream range of the key's bytes.
+    pub fn range(&self) -> (u64, u64) {
+        (self.start, self.end())
+    }
 }
 
 /// Why a request is refused. See the module doc for which are

@@ -60,6 +60,11 @@ pub struct Arg {
 }
 
 impl Arg {
+    /// The stream range of the item's bytes (without `$<len>` and CRLF).
+    pub fn data_range(&self) -> (u64, u64) {
+        (self.data, self.data + u64::from(self.len))
+    }
+
     /// Offset one past the item's trailing CRLF.
     pub fn end(&self) -> u64 {
         self.data + u64::from(self.len) + 2
