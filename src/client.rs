@@ -9,7 +9,7 @@
 
 use crate::conn::{ClientRx, Conn, ConnId};
 use crate::core::Context;
-use crate::core::{gather, Side, WRITE_BUDGET, WRITE_CALLS};
+use crate::core::{gather, queue_once, Side, WRITE_BUDGET, WRITE_CALLS};
 use crate::net::IoStep;
 use crate::proto::memcache::request::Progress as McProgress;
 use crate::proto::redis::command::Cmd;
@@ -148,18 +148,12 @@ impl Context {
         }
         c.rx = rx;
         if again && !error && !eof {
-            if !c.again {
-                c.again = true;
-                self.ready_again.push(ck);
-            }
+            queue_once(&mut c.again, &mut self.ready_again, ck);
         } else if c.retiring && !c.paused && !c.closing && c.splitting.is_none() {
             // Served to the end of what it sent (see `client_retire`).
             c.closing = true;
             c.eof = true;
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty_clients.push(ck);
-            }
+            queue_once(&mut c.dirty, &mut self.dirty_clients, ck);
         }
         // What the incomplete request now holds, in the global count (a
         // request being split is whole: not counted).
@@ -174,10 +168,7 @@ impl Context {
             if c.rx.inbuf.has_partial(cd) {
                 crate::log_info!("eof c {} discarding incomplete req", ck);
             }
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty_clients.push(ck);
-            }
+            queue_once(&mut c.dirty, &mut self.dirty_clients, ck);
         }
         if self.partial_bytes > self.partial_budget {
             self.shed_partial();

@@ -440,10 +440,7 @@ impl Context {
                         && !c.eof
                         && waits_for_more(&self.msgs, c)
                     {
-                        if !c.deferred {
-                            c.deferred = true;
-                            self.deferred_clients.push(k);
-                        }
+                        queue_once(&mut c.deferred, &mut self.deferred_clients, k);
                         continue;
                     }
                     c.defer_since = None;
@@ -507,20 +504,14 @@ impl Context {
     /// Queues client `ck` for [`flush_dirty`](Self::flush_dirty), once.
     pub fn dirty_client(&mut self, ck: ConnId) {
         if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty_clients.push(ck);
-            }
+            queue_once(&mut c.dirty, &mut self.dirty_clients, ck);
         }
     }
 
     /// Queues server connection `sk` for [`flush_dirty`](Self::flush_dirty), once.
     pub fn dirty_server(&mut self, sk: ConnId) {
         if let Some(Conn::Server(s)) = self.conns.get_mut(sk) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty_servers.push(sk);
-            }
+            queue_once(&mut s.dirty, &mut self.dirty_servers, sk);
         }
     }
 
@@ -675,6 +666,15 @@ fn waits_for_more(msgs: &Arena<Box<Msg>, Msg>, c: &crate::conn::ClientConn) -> b
 pub struct FragScratch {
     /// The fragments being sent, with their servers.
     pub children: Vec<(MsgId, ServerId)>,
+}
+
+/// Puts `id` on `list` unless `queued` (its flag for that list) says it is
+/// there already: each connection is on a work list at most once.
+pub fn queue_once(queued: &mut bool, list: &mut Vec<ConnId>, id: ConnId) {
+    if !*queued {
+        *queued = true;
+        list.push(id);
+    }
 }
 
 /// Gives a drained work list's capacity back to `slot` unless new work was

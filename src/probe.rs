@@ -147,10 +147,7 @@ impl Context {
             if let Some(Conn::Server(c)) = self.conns.get_mut(k) {
                 if c.private {
                     c.draining = true;
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty_servers.push(k);
-                    }
+                    crate::core::queue_once(&mut c.dirty, &mut self.dirty_servers, k);
                 }
             }
         }

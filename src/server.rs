@@ -601,9 +601,8 @@ impl Context {
             if close.is_none() && c.draining && c.idle() {
                 close = Some((0, false));
             }
-            if again && close.is_none() && !c.again {
-                c.again = true;
-                self.ready_again.push(sk);
+            if again && close.is_none() {
+                crate::core::queue_once(&mut c.again, &mut self.ready_again, sk);
             }
         } else {
             rx.inbuf.clear(&mut self.mbufs);

@@ -216,10 +216,7 @@ impl Context {
             Some(Conn::Client(c)) => {
                 c.rx = rx;
                 c.splitting = None;
-                if !c.again {
-                    c.again = true;
-                    self.ready_again.push(ck);
-                }
+                crate::core::queue_once(&mut c.again, &mut self.ready_again, ck);
             }
             _ => rx.inbuf.clear(&mut self.mbufs),
         }
