@@ -433,13 +433,14 @@ impl Context {
             for &k in &clients {
                 if let Some(Conn::Client(c)) = self.conns.get_mut(k) {
                     c.dirty = false;
-                    let since = *c.defer_since.get_or_insert(self.now);
+                    let since = c.defer_since.unwrap_or(self.now);
                     if self.now.saturating_duration_since(since) < DEFER_WAIT
                         && c.held < DEFER_MAX_HELD
                         && !c.closing
                         && !c.eof
                         && waits_for_more(&self.msgs, c)
                     {
+                        c.defer_since = Some(since);
                         queue_once(&mut c.deferred, &mut self.deferred_clients, k);
                         continue;
                     }

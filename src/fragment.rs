@@ -76,8 +76,8 @@ impl Context {
                         p.frag = Some(frag);
                         return self.merge_more(parent);
                     }
-                    self.mbufs.release_segs(&rsp);
-                    self.free_frag(frag);
+                    // The parent is gone: its fragments and bytes go too.
+                    self.merge_done(parent, frag, rsp, 0);
                     return true;
                 }
                 Some(Merge::Sum) => {
@@ -188,8 +188,7 @@ impl Context {
                     return false;
                 }
                 None => {
-                    self.mbufs.release_segs(&rsp);
-                    self.free_frag(frag);
+                    self.merge_done(parent, frag, rsp, 0);
                     return true;
                 }
             }

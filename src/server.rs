@@ -946,29 +946,28 @@ fn values_asked(
         }
     };
     let delim = |b: &u8| *b == b' ' || *b == b'\r' || *b == b'\n';
+    // Appends a token's piece to `carry`; past KEY_MAX it is only `long`.
+    let gather =
+        |carry: &mut [u8; KEY_MAX], len: &mut usize, long: &mut bool, piece: &[u8]| match carry
+            .get_mut(*len..*len + piece.len())
+        {
+            Some(dst) if !*long => {
+                dst.copy_from_slice(piece);
+                *len += piece.len();
+            }
+            _ => *long = true,
+        };
     'bytes: for seg in req {
         let mut rest = mbufs.bytes(seg);
         while !rest.is_empty() {
             let Some(n) = rest.iter().position(delim) else {
                 // The token goes on in the next segment.
-                match carry.get_mut(len..len + rest.len()) {
-                    Some(dst) if !long => {
-                        dst.copy_from_slice(rest);
-                        len += rest.len();
-                    }
-                    _ => long = true,
-                }
+                gather(&mut carry, &mut len, &mut long, rest);
                 break;
             };
             let (head, tail) = rest.split_at(n);
             if len > 0 || long {
-                match carry.get_mut(len..len + head.len()) {
-                    Some(dst) if !long => {
-                        dst.copy_from_slice(head);
-                        len += head.len();
-                    }
-                    _ => long = true,
-                }
+                gather(&mut carry, &mut len, &mut long, head);
                 end_token(
                     carry.get(..len).unwrap_or_default(),
                     long,
