@@ -921,31 +921,44 @@ fn ten_thousand_pipelined_commands() {
     assert!(cl.backends.iter().all(|r| r.dbsize() > 0));
 }
 
+/// 40 keys `<prefix>:<i>` set to their own names, and those not on the
+/// first key's backend (the first key is the slow one of the tests below).
+fn slow_and_fast_keys(cl: &Cluster, c: &mut RawConn, prefix: &str) -> (Vec<String>, Vec<String>) {
+    let keys: Vec<String> = (0..40).map(|i| format!("{prefix}:{i}")).collect();
+    for k in &keys {
+        exa(c, &["SET", k, k], ok());
+    }
+    let slow_home = cl.home(keys[0].as_bytes());
+    let fast: Vec<String> = keys
+        .iter()
+        .filter(|k| cl.home(k.as_bytes()) != slow_home)
+        .cloned()
+        .collect();
+    assert!(!fast.is_empty(), "all keys on one backend");
+    (keys, fast)
+}
+
+/// A script that busy-waits `micros` on its server, then GETs KEYS[1].
+fn busy_get(micros: u64) -> String {
+    format!(
+        "local t = redis.call('TIME') local s = t[1]*1000000 + t[2] \
+        while true do local n = redis.call('TIME') \
+        if n[1]*1000000 + n[2] - s > {micros} then break end end \
+        return redis.call('GET', KEYS[1])"
+    )
+}
+
 /// A reply that a slow server produces late still comes back before the
 /// replies of later requests that a fast server answered first.
 #[test]
 fn replies_in_request_order_across_servers() {
     let cl = Cluster::spread();
     let mut c = cl.raw();
-    let keys: Vec<String> = (0..40).map(|i| format!("ord:{i}")).collect();
-    for k in &keys {
-        exa(&mut c, &["SET", k, k], ok());
-    }
-    let homes: Vec<usize> = keys.iter().map(|k| cl.home(k.as_bytes())).collect();
+    let (keys, fast) = slow_and_fast_keys(&cl, &mut c, "ord");
     let slow = &keys[0];
-    let fast: Vec<&String> = keys
-        .iter()
-        .zip(&homes)
-        .filter(|(_, &h)| h != homes[0])
-        .map(|(k, _)| k)
-        .collect();
-    assert!(!fast.is_empty(), "all keys on one backend");
     // Busy-waits ~150 ms on the slow key's server.
-    let script = "local t = redis.call('TIME') local s = t[1]*1000000 + t[2] \
-        while true do local n = redis.call('TIME') \
-        if n[1]*1000000 + n[2] - s > 150000 then break end end \
-        return redis.call('GET', KEYS[1])";
-    let mut pipe = cmd(&["EVAL", script, "1", slow]);
+    let script = busy_get(150_000);
+    let mut pipe = cmd(&["EVAL", script.as_str(), "1", slow]);
     for k in &fast {
         pipe.extend(cmd(&["GET", k]));
     }
@@ -983,28 +996,14 @@ fn replies_in_request_order_across_servers() {
 fn ready_replies_do_not_wait_for_a_slow_one_behind_them() {
     let cl = Cluster::spread();
     let mut c = cl.raw();
-    let keys: Vec<String> = (0..40).map(|i| format!("wait:{i}")).collect();
-    for k in &keys {
-        exa(&mut c, &["SET", k, k], ok());
-    }
-    let homes: Vec<usize> = keys.iter().map(|k| cl.home(k.as_bytes())).collect();
+    let (keys, fast) = slow_and_fast_keys(&cl, &mut c, "wait");
     let slow = &keys[0];
-    let fast: Vec<&String> = keys
-        .iter()
-        .zip(&homes)
-        .filter(|(_, &h)| h != homes[0])
-        .map(|(k, _)| k)
-        .collect();
-    assert!(!fast.is_empty(), "all keys on one backend");
-    let script = "local t = redis.call('TIME') local s = t[1]*1000000 + t[2] \
-        while true do local n = redis.call('TIME') \
-        if n[1]*1000000 + n[2] - s > 3000000 then break end end \
-        return redis.call('GET', KEYS[1])";
+    let script = busy_get(3_000_000);
     let mut pipe = Vec::new();
     for k in &fast {
         pipe.extend(cmd(&["GET", k]));
     }
-    pipe.extend(cmd(&["EVAL", script, "1", slow]));
+    pipe.extend(cmd(&["EVAL", script.as_str(), "1", slow]));
     let sent = Instant::now();
     c.send(&pipe);
     for k in &fast {
