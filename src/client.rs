@@ -253,6 +253,7 @@ impl Context {
             if *units == 0 {
                 return Parsed::Yield;
             }
+            let offered = data.len();
             let step = if redis {
                 let (n, prog) = rx.redis.feed(data, base);
                 self.preroute(ck, rx);
@@ -283,6 +284,7 @@ impl Context {
                 (n, step)
             };
             rx.inbuf.parsed = base + step.0 as u64;
+            let whole = step.0 == offered;
             match step.1 {
                 Step::Incomplete => {
                     let cd = self.mbufs.chunk_data();
@@ -294,6 +296,10 @@ impl Context {
                         };
                         self.protocol_error(ck, reply);
                         return Parsed::Stop;
+                    }
+                    // A read ahead may have filled later chunks too.
+                    if whole && rx.inbuf.parsed < rx.inbuf.end(cd) {
+                        continue;
                     }
                     return Parsed::NeedMore;
                 }

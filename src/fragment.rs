@@ -61,7 +61,7 @@ impl Context {
                     // at a time.
                     frag.next.clear();
                     frag.next
-                        .resize(frag.children.len(), (0, SegCursor::default()));
+                        .resize(frag.children.len(), crate::msg::Walk::default());
                     frag.progress = 0;
                     if m == Merge::Array {
                         self.mbufs.push_bytes(b"*", &mut rsp);
@@ -202,7 +202,7 @@ impl Context {
                 .children
                 .iter()
                 .zip(frag.next.iter())
-                .all(|(&c, &(n, _))| self.msgs.get(c).is_none_or(|m| n >= m.elems.len()));
+                .all(|(&c, w)| self.msgs.get(c).is_none_or(|m| w.elem >= m.elems.len()));
             if !all_taken {
                 err = libc::EINVAL;
             }
@@ -391,7 +391,7 @@ impl Context {
             ),
             None => (0, 0),
         };
-        let wanted_text = frag.key_bytes.clone();
+        let wanted_text = frag.sections.clone();
         let wanted: Vec<&[u8]> = wanted_text
             .split(|&b| b == b' ')
             .filter(|w| !w.is_empty())
@@ -430,15 +430,15 @@ impl Context {
             let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 return false;
             };
-            let Some((n, cur)) = frag.next.get_mut(ci) else {
+            let Some(w) = frag.next.get_mut(ci) else {
                 return false;
             };
-            let Some(&(a, b)) = m.elems.get(*n) else {
+            let Some(&(a, b)) = m.elems.get(w.elem) else {
                 return false;
             };
-            *n += 1;
+            w.elem += 1;
             let from = out.len();
-            let added = slice_segs_at(&m.rsp, cur, a as usize, b as usize, out);
+            let added = slice_segs_at(&m.rsp, &mut w.cur, a as usize, b as usize, out);
             for s in out.get(from..from + added).unwrap_or_default() {
                 self.mbufs.retain(s.id);
             }
@@ -448,86 +448,44 @@ impl Context {
 
     /// memcached get: each key's VALUE block in request order (keys
     /// `frag.progress..stop`); END comes when all are in. A fragment's
-    /// blocks come in the order of its keys, misses left out, so a key
-    /// takes its fragment's next block only if the keys match.
+    /// blocks come in the order of its keys, misses left out, and each
+    /// block already names which of the fragment's keys it answers
+    /// (`val_keys`), so a key takes its fragment's next block only if
+    /// that block answers it: no key is compared again here, where the
+    /// reply's bytes have long left the cache.
     fn take_values(
         &mut self,
         frag: &mut crate::msg::Frag,
         stop: usize,
         out: &mut Vec<crate::mbuf::Seg>,
     ) {
-        let mut key_from = match frag.progress.checked_sub(1) {
-            Some(i) => frag.key_ends.get(i).map_or(0, |&e| e as usize),
-            None => 0,
-        };
         for i in frag.progress..stop {
             let Some(ci) = frag.key_child.get(i).map(|&ci| ci as usize) else {
                 break;
             };
-            let key_to = frag.key_ends.get(i).map_or(key_from, |&e| e as usize);
-            let key = frag.key_bytes.get(key_from..key_to).unwrap_or(&[]);
-            key_from = key_to;
             let Some(m) = frag.children.get(ci).and_then(|&c| self.msgs.get(c)) else {
                 continue;
             };
-            let Some((n, cur)) = frag.next.get_mut(ci) else {
+            let Some(w) = frag.next.get_mut(ci) else {
                 continue;
             };
-            let (Some(&(a, b)), Some(&(ka, kb))) = (m.elems.get(*n), m.val_keys.get(*n)) else {
+            let key = w.keys;
+            w.keys += 1;
+            let (Some(&(a, b)), Some(&answers)) = (m.elems.get(w.elem), m.val_keys.get(w.elem))
+            else {
                 continue;
             };
-            cur.seek(&m.rsp, a as usize);
-            if !segs_equal(&self.mbufs, &m.rsp, *cur, ka as usize, kb as usize, key) {
+            if answers != key {
                 continue;
             }
-            *n += 1;
+            w.elem += 1;
             let from = out.len();
-            let added = slice_segs_at(&m.rsp, cur, a as usize, b as usize, out);
+            let added = slice_segs_at(&m.rsp, &mut w.cur, a as usize, b as usize, out);
             for s in out.get(from..from + added).unwrap_or_default() {
                 self.mbufs.retain(s.id);
             }
         }
     }
-}
-
-/// Whether bytes `from..to` of the byte string `segs` spell equal `want`,
-/// compared in place, starting the walk at `cur` (not past `from`).
-fn segs_equal(
-    mbufs: &crate::mbuf::MbufPool,
-    segs: &[crate::mbuf::Seg],
-    mut cur: SegCursor,
-    from: usize,
-    to: usize,
-    want: &[u8],
-) -> bool {
-    if to - from != want.len() {
-        return false;
-    }
-    cur.seek(segs, from);
-    let mut pos = cur.pos;
-    let mut rest = want;
-    for seg in segs.get(cur.seg..).unwrap_or_default() {
-        if pos >= to {
-            break;
-        }
-        let bytes = mbufs.bytes(seg);
-        let (a, b) = (pos, pos + bytes.len());
-        pos = b;
-        if b <= from || a >= to {
-            continue;
-        }
-        let part = bytes
-            .get(from.max(a) - a..to.min(b) - a)
-            .unwrap_or_default();
-        let Some(head) = rest.get(..part.len()) else {
-            return false;
-        };
-        if head != part {
-            return false;
-        }
-        rest = rest.get(part.len()..).unwrap_or_default();
-    }
-    rest.is_empty()
 }
 
 /// `db0:keys=1,expires=0,avg_ttl=0` of an INFO keyspace section.

@@ -315,6 +315,13 @@ impl MbufPool {
         self.bufs.get(id as usize).map_or(&[], |b| &**b)
     }
 
+    /// Distinct chunks, mutable at once (the targets of one vectored
+    /// read); `None` if an id repeats or is unknown.
+    pub fn chunks_mut<const N: usize>(&mut self, ids: [u32; N]) -> Option<[&mut [u8]; N]> {
+        let bufs = self.bufs.get_disjoint_mut(ids.map(|id| id as usize)).ok()?;
+        Some(bufs.map(|b| &mut **b))
+    }
+
     pub fn chunk_mut(&mut self, id: u32) -> &mut [u8] {
         self.bufs.get_mut(id as usize).map_or(&mut [], |b| &mut **b)
     }

@@ -109,10 +109,8 @@ pub struct Frag {
     pub children: Vec<MsgId>,
     /// For each requested key (request order), the index into `children`.
     pub key_child: Vec<u32>,
-    /// memcached get: the requested keys, concatenated, and where each
-    /// ends, to put VALUE blocks back in request order.
-    pub key_bytes: Vec<u8>,
-    pub key_ends: Vec<u32>,
+    /// INFO: the sections asked for, space-separated.
+    pub sections: Vec<u8>,
     /// SCAN: the index of the server asked and the number of servers.
     pub index: u32,
     pub count: u32,
@@ -121,12 +119,22 @@ pub struct Frag {
     /// By server slot: the index + 1 of its fragment (0: none yet), while
     /// a split routes its keys.
     pub slot_child: Vec<u32>,
-    /// Per fragment, while merging: the next reply element to take and
-    /// where in its reply's segments the walk stands.
-    pub next: Vec<(usize, SegCursor)>,
+    /// Per fragment, while merging: where the walk of its reply stands.
+    pub next: Vec<Walk>,
     /// Keys done by the current pass of a split or merge spread over
     /// turns (`split.rs`).
     pub progress: usize,
+}
+
+/// Where a merge stands in one fragment's reply.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Walk {
+    /// The next reply element (or VALUE block) to take.
+    pub elem: usize,
+    /// Where in the reply's segments that element is sought from.
+    pub cur: SegCursor,
+    /// memcached get: how many of the fragment's keys were passed.
+    pub keys: u32,
 }
 
 #[derive(Debug)]
@@ -138,8 +146,10 @@ pub struct Msg {
     pub rsp: Vec<Seg>,
     /// Offsets inside `rsp` of the reply's top-level elements (fragments).
     pub elems: Vec<(u32, u32)>,
-    /// memcached fragments: the key of each VALUE block in `elems`.
-    pub val_keys: Vec<(u32, u32)>,
+    /// memcached get fragments: for each VALUE block in `elems`, the
+    /// index among this fragment's keys of the key it answers (matched
+    /// while the reply was read, see `server.rs`, `values_asked`).
+    pub val_keys: Vec<u32>,
     /// A fragment: the most elements its reply's array may announce (the
     /// keys it asked for); a backend announcing more is failed.
     pub reply_elems: u32,
@@ -181,8 +191,7 @@ impl Frag {
         self.pending = 0;
         self.children.clear();
         self.key_child.clear();
-        self.key_bytes.clear();
-        self.key_ends.clear();
+        self.sections.clear();
         self.index = 0;
         self.count = 0;
         self.servers.clear();

@@ -1,6 +1,6 @@
 //! Sockets: one small type for TCP and unix streams and listeners, and the
-//! two system calls the data path uses (`read` into an mbuf, `writev` of
-//! many segments), with their results normalised to [`IoStep`].
+//! system calls the data path uses (a read into one or several mbufs, a
+//! `writev` of many segments), with their results normalised to [`IoStep`].
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use std::io;
@@ -49,6 +49,33 @@ impl Stream {
             // layer's checks, a few per cent of a small request's cost.
             // SAFETY: buf is a valid writable region of buf.len() bytes.
             let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                return IoStep::Done(n as usize);
+            }
+            if n == 0 {
+                return IoStep::Eof;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return IoStep::WouldBlock,
+                _ => return IoStep::Error(e),
+            }
+        }
+    }
+
+    /// Reads once into the slices in order (one `recvmsg`): a reply that
+    /// streams in fills several chunks per system call.
+    pub fn read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> IoStep {
+        loop {
+            // SAFETY: a zeroed msghdr is valid (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
+            msg.msg_iov = bufs.as_mut_ptr().cast::<libc::iovec>();
+            msg.msg_iovlen = bufs.len() as _;
+            // SAFETY: each iovec is a live, exclusively borrowed slice for
+            // the whole call; the kernel writes at most its length.
+            let n = unsafe { libc::recvmsg(self.fd(), &mut msg, 0) };
             if n > 0 {
                 return IoStep::Done(n as usize);
             }

@@ -219,7 +219,7 @@ impl Context {
                 self.fan_out(mid, pid, Merge::Info, &segs, 14);
                 self.mbufs.release_segs(&segs);
                 if let Some(f) = self.msgs.get_mut(mid).and_then(|m| m.frag.as_mut()) {
-                    f.key_bytes = wanted;
+                    f.sections = wanted;
                 }
             }
             Plan::Scan { cursor } => self.scan(mid, rx, pid, cursor, end),

@@ -536,6 +536,10 @@ impl Context {
                             close = Some((libc::EMSGSIZE, false));
                             break 'turn;
                         }
+                        // A read ahead may have filled later chunks too.
+                        if n == data.len() && rx.inbuf.parsed < rx.inbuf.end(cd) {
+                            continue;
+                        }
                         break;
                     }
                     Progress::Complete(end) => {
@@ -681,6 +685,12 @@ impl Context {
             self.free_msg(mid);
             return Ok(());
         }
+        let mut answers = self
+            .msgs
+            .get_mut(mid)
+            .map(|m| std::mem::take(&mut m.val_keys))
+            .unwrap_or_default();
+        answers.clear();
         let asked = reply.mc_values.is_empty()
             || self.msgs.get(mid).is_some_and(|m| {
                 values_asked(
@@ -689,6 +699,7 @@ impl Context {
                     &rx.inbuf,
                     reply.mc_values,
                     &mut self.key_scratch,
+                    &mut answers,
                 )
             });
         if !asked {
@@ -733,16 +744,11 @@ impl Context {
                     m.elems.clear();
                     m.elems
                         .extend(reply.mc_values.iter().map(|v| (rel(v.start), rel(v.end))));
-                    m.val_keys.clear();
-                    m.val_keys.extend(
-                        reply
-                            .mc_values
-                            .iter()
-                            .map(|v| (rel(v.key_start), rel(v.key_start) + v.key_len)),
-                    );
                 }
                 m.bad_reply = !reply.shape.fits(merge);
             }
+            // Kept on every message (the vector's capacity is reused).
+            m.val_keys = answers;
         }
         self.complete(mid);
         Ok(())
@@ -916,12 +922,15 @@ impl Context {
 /// ..\r\n`, as sent): memcached answers the keys in the order asked and
 /// leaves misses out, so anything else (a key never asked, or out of
 /// order) is not a reply to this request. Linear in the request's bytes.
+/// `answers` gets, for each block, the index among the request's keys of
+/// the key it answers (what the merge puts in request order).
 fn values_asked(
     mbufs: &crate::mbuf::MbufPool,
     req: &[crate::mbuf::Seg],
     inbuf: &crate::inbuf::InBuf,
     values: &[McValue],
     scratch: &mut Vec<u8>,
+    answers: &mut Vec<u32>,
 ) -> bool {
     // memcached keys are at most 250 bytes; a longer token matches none.
     const KEY_MAX: usize = 250;
@@ -932,10 +941,13 @@ fn values_asked(
     let mut long = false;
     let mut verb = true;
     let mut vi = 0usize;
+    let mut keys = 0u32;
     let mut end_token = |tok: &[u8], long: bool, verb: &mut bool, vi: &mut usize| {
         if std::mem::take(verb) {
             return;
         }
+        let key_index = keys;
+        keys += 1;
         let Some(v) = values.get(*vi) else {
             return;
         };
@@ -943,6 +955,7 @@ fn values_asked(
         let key = inbuf.bytes(mbufs, from, from + u64::from(v.key_len), scratch);
         if !long && key == tok {
             *vi += 1;
+            answers.push(key_index);
         }
     };
     let delim = |b: &u8| *b == b' ' || *b == b'\r' || *b == b'\n';

@@ -311,8 +311,7 @@ impl Context {
     /// fragment (one per server, in order of first appearance, found
     /// through the server's slot: linear in keys whatever the number of
     /// servers) into `key_child`, and each fragment's key count into its
-    /// `reply_elems`. memcached keys are also copied (keys, never
-    /// values), for the merge to match VALUE blocks.
+    /// `reply_elems`.
     fn split_route(
         &mut self,
         mid: MsgId,
@@ -337,19 +336,11 @@ impl Context {
             let Some((from, to)) = range else {
                 return Err(libc::EINVAL);
             };
-            let memcache = matches!(sp.form, Form::Memcache { .. });
             let s = match rx.routed.get(i) {
-                Some(&s) if routed && !memcache => s,
-                pre => {
+                Some(&s) if routed => s,
+                _ => {
                     let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-                    if memcache {
-                        frag.key_bytes.extend_from_slice(k);
-                        frag.key_ends.push(frag.key_bytes.len() as u32);
-                    }
-                    match pre {
-                        Some(&s) if routed => s,
-                        _ => self.topo.route_for(sp.pid, k, sp.access)?,
-                    }
+                    self.topo.route_for(sp.pid, k, sp.access)?
                 }
             };
             let ci = self.child_for(mid, frag, s);
@@ -510,8 +501,6 @@ impl Context {
         frag.servers.clear();
         frag.slot_child.clear();
         frag.key_child.clear();
-        frag.key_bytes.clear();
-        frag.key_ends.clear();
         frag.progress = 0;
     }
 
