@@ -23,7 +23,7 @@ use crate::hashkit::{Distribution, HashKind};
 use std::cmp::Ordering;
 use std::fmt;
 use std::io::Read;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, ScanError, Scanner, Token, TokenType};
 
@@ -829,18 +829,9 @@ fn parse_listen(value: &str) -> Result<Listen, (&'static str, Option<String>)> {
         ));
     };
     let host = value.get(..colon).unwrap_or("");
-    let why = match (host, port).to_socket_addrs() {
-        Ok(mut addrs) => match addrs.next() {
-            Some(addr) => return Ok(Listen::Tcp(addr)),
-            None => "No address associated with hostname".to_string(),
-        },
-        Err(e) => {
-            let text = e.to_string();
-            match text.strip_prefix("failed to lookup address information: ") {
-                Some(gai) => gai.to_string(),
-                None => text,
-            }
-        }
+    let why = match crate::resolver::system_lookup(host, port) {
+        Ok(addr) => return Ok(Listen::Tcp(addr)),
+        Err(why) => why,
     };
     Err((
         INVALID,

@@ -137,7 +137,9 @@ pub struct ServerRx {
 }
 
 pub struct ServerConn {
-    pub sock: Stream,
+    /// `None` while its server's host name is being resolved
+    /// (`resolver.rs`).
+    pub sock: Option<Stream>,
     pub server: ServerId,
     pub rx: ServerRx,
     /// Requests waiting to be written.

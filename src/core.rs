@@ -39,7 +39,7 @@ use crate::stats::{MbufSnap, PoolSnap, ServerSnap, Snapshot, StatsServer};
 use crate::timer::{TimerEvent, Timers};
 use crate::topology::{ServerId, Topology};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -57,6 +57,8 @@ pub struct Settings {
 }
 
 pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// The resolver's answers are in (`resolver.rs`).
+pub(crate) const RESOLVER_TOKEN: Token = Token(usize::MAX - 2);
 /// Most freed messages kept for reuse.
 const SPARE_MSGS: usize = 4096;
 /// The longest a client's ready replies wait for the rest of its pipeline
@@ -118,6 +120,10 @@ pub struct Context {
     pub iov: IovBuf,
     /// Scratch space for keys that span two mbufs.
     pub key_scratch: Vec<u8>,
+    /// Started by the first connect to a server named by host name.
+    pub resolver: Option<crate::resolver::Resolver>,
+    /// Server connections waiting for their host name, by ticket.
+    pub resolving: HashMap<u64, ConnId>,
     pub settings: Settings,
     pub now: Instant,
     /// Every connection ever opened (listeners, clients, servers).
@@ -198,6 +204,8 @@ impl Context {
             partial_budget: crate::client::partial_budget(),
             iov: IovBuf::with_capacity(IOV_MAX),
             key_scratch: Vec::new(),
+            resolver: None,
+            resolving: HashMap::new(),
             settings,
             now,
             total_conns: 0,
@@ -260,6 +268,10 @@ impl Context {
                 let tok = ev.token();
                 if tok == SIGNAL_TOKEN {
                     signalled = true;
+                    continue;
+                }
+                if tok == RESOLVER_TOKEN {
+                    self.server_resolved();
                     continue;
                 }
                 let hup = ev.is_read_closed() || ev.is_error();
@@ -585,7 +597,12 @@ impl Context {
         match self.conns.get_mut(id) {
             Some(Conn::Listener(l)) => registry.register(l.sock.source(), tok, Interest::READABLE),
             Some(Conn::Client(c)) => registry.register(c.sock.source(), tok, interest),
-            Some(Conn::Server(s)) => registry.register(s.sock.source(), tok, interest),
+            // One waiting for its host name is registered once it has a
+            // socket (`server_resolved`).
+            Some(Conn::Server(s)) => match s.sock.as_mut() {
+                Some(sock) => registry.register(sock.source(), tok, interest),
+                None => Ok(()),
+            },
             Some(Conn::Sentinel(s)) => registry.register(s.sock.source(), tok, interest),
             None => Ok(()),
         }
@@ -596,7 +613,10 @@ impl Context {
         let _ = match conn {
             Conn::Listener(l) => registry.deregister(l.sock.source()),
             Conn::Client(c) => registry.deregister(c.sock.source()),
-            Conn::Server(s) => registry.deregister(s.sock.source()),
+            Conn::Server(s) => match s.sock.as_mut() {
+                Some(sock) => registry.deregister(sock.source()),
+                None => Ok(()),
+            },
             Conn::Sentinel(s) => registry.deregister(s.sock.source()),
         };
     }

@@ -28,6 +28,7 @@ pub mod proto;
 pub mod reload;
 pub mod repair;
 pub mod request;
+pub mod resolver;
 pub mod sentinel;
 pub mod server;
 pub mod signal;

@@ -57,7 +57,7 @@ use crate::proto::redis::response::{Progress, RspKind, RspParser};
 use crate::timer::TimerEvent;
 use crate::topology::PoolId;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Longest wait for a sentinel to accept, authenticate and subscribe.
@@ -148,12 +148,17 @@ struct Client {
     tick: Option<Instant>,
     /// Master names a sentinel said it does not know (logged once each).
     unknown: HashSet<String>,
+    /// The resolver's ticket while the current sentinel's host name is
+    /// being looked up (off the loop, `resolver.rs`).
+    resolving: Option<u64>,
 }
 
 /// Every pool's sentinel client, by pool.
 #[derive(Default)]
 pub struct Sentinels {
     clients: HashMap<PoolId, Client>,
+    /// Host name lookups under way, by ticket.
+    resolving: HashMap<u64, PoolId>,
 }
 
 impl Sentinels {
@@ -228,6 +233,7 @@ impl Context {
                 backoff: BACKOFF_MIN,
                 tick: None,
                 unknown: HashSet::new(),
+                resolving: None,
             };
             self.sentinels.clients.insert(pid, client);
             self.sentinel_connect(pid);
@@ -284,11 +290,56 @@ impl Context {
         let Some(sc) = c.sentinels.get(c.current).cloned() else {
             return;
         };
-        let auth = c.auth.clone();
-        let Some(addr) = resolve(&sc) else {
-            self.sentinel_failed(pid, "address resolution failed");
+        let addr = match sc.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, sc.port),
+            Err(_) => {
+                match self.resolve(&sc.host, sc.port) {
+                    Ok(ticket) => {
+                        if let Some(c) = self.sentinels.clients.get_mut(&pid) {
+                            c.resolving = Some(ticket);
+                        }
+                        self.sentinels.resolving.insert(ticket, pid);
+                        // A lookup that hangs fails like a connect.
+                        self.sentinel_schedule(pid, CONNECT_TIMEOUT);
+                    }
+                    Err(why) => {
+                        self.sentinel_failed(pid, &format!("address resolution failed: {why}"));
+                    }
+                }
+                return;
+            }
+        };
+        self.sentinel_open(pid, addr);
+    }
+
+    /// The resolver answered for a sentinel's host name: connect, or try
+    /// the next sentinel. An answer the client no longer waits for (it
+    /// timed out, or the pool went in a reload) is dropped.
+    pub fn sentinel_resolved(&mut self, ticket: u64, answer: Result<SocketAddr, String>) {
+        let Some(pid) = self.sentinels.resolving.remove(&ticket) else {
             return;
         };
+        let Some(c) = self.sentinels.clients.get_mut(&pid) else {
+            return;
+        };
+        if c.resolving != Some(ticket) {
+            return;
+        }
+        c.resolving = None;
+        c.tick = None;
+        match answer {
+            Ok(addr) => self.sentinel_open(pid, addr),
+            Err(why) => self.sentinel_failed(pid, &format!("address resolution failed: {why}")),
+        }
+    }
+
+    /// Opens both connections to the current sentinel of pool `pid`, at
+    /// `addr`.
+    fn sentinel_open(&mut self, pid: PoolId, addr: SocketAddr) {
+        let Some(c) = self.sentinels.clients.get(&pid) else {
+            return;
+        };
+        let auth = c.auth.clone();
         for role in [Role::Query, Role::Subscribe] {
             let sock = match mio::net::TcpStream::connect(addr) {
                 Ok(t) => {
@@ -342,6 +393,7 @@ impl Context {
             return;
         };
         let conns = [c.query.take(), c.sub.take()];
+        c.resolving = None;
         let was_live = std::mem::replace(&mut c.live, false);
         let name = c
             .sentinels
@@ -400,6 +452,10 @@ impl Context {
         }
         c.tick = None;
         let (query, live) = (c.query, c.live);
+        if c.resolving.is_some() {
+            self.sentinel_failed(pid, "timed out resolving its host name");
+            return;
+        }
         let Some(q) = query else {
             self.sentinel_connect(pid);
             return;
@@ -726,15 +782,6 @@ impl Context {
         self.drain_server(s, 0);
         self.preconnect(pid);
     }
-}
-
-/// The first address of a sentinel. Host names go through the resolver as
-/// server names do at each connect; an address literal never blocks.
-fn resolve(sc: &SentinelConf) -> Option<SocketAddr> {
-    if let Ok(ip) = sc.host.parse::<std::net::IpAddr>() {
-        return Some(SocketAddr::new(ip, sc.port));
-    }
-    (sc.host.as_str(), sc.port).to_socket_addrs().ok()?.next()
 }
 
 pub fn addr_text(a: &ServerAddr) -> String {

@@ -30,7 +30,7 @@ use crate::proto::redis::response::{Progress, RspKind, RspParser, MAX_ELEMS};
 use crate::timer::TimerEvent;
 use crate::topology::{PoolId, ServerId};
 use std::collections::VecDeque;
-use std::net::ToSocketAddrs;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 /// Replies handled per turn of one server connection, in the units of the
@@ -217,49 +217,46 @@ impl Context {
         };
         let keepalive = pool.conf.tcpkeepalive;
         let (auth, db) = (pool.conf.redis_auth.clone(), pool.conf.redis_db);
+        let mut ask = None;
         let sock = match srv.addr() {
-            ServerAddr::Tcp { host, port } => {
-                let addr = match (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map(|mut a| a.next())
-                {
-                    Ok(Some(a)) => a,
-                    _ => {
-                        crate::log_error!(
-                            "address resolution of node '{}' service '{}' failed",
-                            host,
-                            port
-                        );
-                        self.server_failed(s);
-                        return Err(libc::EHOSTDOWN);
-                    }
-                };
-                match mio::net::TcpStream::connect(addr) {
-                    Ok(t) => {
-                        let _ = t.set_nodelay(true);
-                        if keepalive {
-                            let _ = net::set_int_opt(
-                                std::os::fd::AsRawFd::as_raw_fd(&t),
-                                libc::SOL_SOCKET,
-                                libc::SO_KEEPALIVE,
-                                1,
-                            );
-                        }
-                        Stream::Tcp(t)
-                    }
+            ServerAddr::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => match tcp_connect(SocketAddr::new(ip, *port), keepalive) {
+                    Ok(t) => Some(t),
                     Err(e) => {
                         self.server_failed(s);
                         return Err(e.raw_os_error().unwrap_or(libc::ECONNREFUSED));
                     }
+                },
+                // A host name: resolved off the loop; the connection
+                // waits for it with its requests queued.
+                Err(_) => {
+                    ask = Some((host.clone(), *port));
+                    None
                 }
-            }
+            },
             ServerAddr::Unix { path } => match mio::net::UnixStream::connect(path) {
-                Ok(u) => Stream::Unix(u),
+                Ok(u) => Some(Stream::Unix(u)),
                 Err(e) => {
                     self.server_failed(s);
                     return Err(e.raw_os_error().unwrap_or(libc::ECONNREFUSED));
                 }
             },
+        };
+        let ticket = match ask {
+            Some((host, port)) => match self.resolve(&host, port) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    crate::log_error!(
+                        "address resolution of node '{}' service '{}' failed: {}",
+                        host,
+                        port,
+                        why
+                    );
+                    self.server_failed(s);
+                    return Err(libc::EHOSTDOWN);
+                }
+            },
+            None => None,
         };
         let mut conn = ServerConn {
             sock,
@@ -304,7 +301,97 @@ impl Context {
         if let Some(srv) = self.topo.server_mut(s) {
             srv.conns.push(key);
         }
+        if let Some(t) = ticket {
+            self.resolving.insert(t, key);
+        }
         Ok(key)
+    }
+
+    /// Asks the resolver (started now if this is the first host name).
+    /// Past [`MAX_RESOLVING`] connections waiting (a resolver that answers
+    /// nothing, and clients that keep asking), a connect fails at once.
+    pub(crate) fn resolve(&mut self, host: &str, port: u16) -> Result<u64, String> {
+        if self.resolving.len() >= MAX_RESOLVING {
+            return Err(format!(
+                "{MAX_RESOLVING} connections already wait for the resolver"
+            ));
+        }
+        if self.resolver.is_none() {
+            let r = crate::resolver::Resolver::new(
+                self.poll.registry(),
+                crate::core::RESOLVER_TOKEN,
+                crate::resolver::system_lookup,
+            )
+            .map_err(|e| format!("cannot start the resolver: {e}"))?;
+            self.resolver = Some(r);
+        }
+        match self.resolver.as_mut() {
+            Some(r) => r.ask(host, port),
+            None => Err("no resolver".into()),
+        }
+    }
+
+    /// The resolver has answers: each waiting connection connects to its
+    /// address, or fails with `Host is down` as an unresolvable name did
+    /// in 0.5.0 (its requests get that error; one failure of the server
+    /// is counted). An answer for a connection closed meanwhile (its
+    /// requests timed out, a reload dropped its server) is dropped.
+    pub fn server_resolved(&mut self) {
+        let mut answers = Vec::new();
+        if let Some(r) = &self.resolver {
+            r.answers(&mut answers);
+        }
+        for (ticket, answer) in answers {
+            let Some(sk) = self.resolving.remove(&ticket) else {
+                self.sentinel_resolved(ticket, answer);
+                continue;
+            };
+            let Some(Conn::Server(c)) = self.conns.get(sk) else {
+                continue;
+            };
+            let s = c.server;
+            let (host, port, keepalive) = match (self.topo.server(s), self.topo.server_pool(s)) {
+                (Some(srv), Some(pool)) => match srv.addr() {
+                    ServerAddr::Tcp { host, port } => (host.clone(), *port, pool.conf.tcpkeepalive),
+                    ServerAddr::Unix { .. } => continue,
+                },
+                _ => continue,
+            };
+            let addr = match answer {
+                Ok(a) => a,
+                Err(why) => {
+                    crate::log_error!(
+                        "address resolution of node '{}' service '{}' failed: {}",
+                        host,
+                        port,
+                        why
+                    );
+                    self.server_close(sk, libc::EHOSTDOWN, false);
+                    continue;
+                }
+            };
+            let sock = match tcp_connect(addr, keepalive) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.server_close(sk, e.raw_os_error().unwrap_or(libc::ECONNREFUSED), false);
+                    continue;
+                }
+            };
+            let registered = match self.conns.get_mut(sk) {
+                Some(Conn::Server(c)) => {
+                    let sock = c.sock.insert(sock);
+                    self.poll.registry().register(
+                        sock.source(),
+                        sk.token(),
+                        mio::Interest::READABLE | mio::Interest::WRITABLE,
+                    )
+                }
+                _ => continue,
+            };
+            if let Err(e) = registered {
+                self.server_close(sk, e.raw_os_error().unwrap_or(libc::EINVAL), false);
+            }
+        }
     }
 
     /// A request of the proxy's own, whose reply the engine consumes.
@@ -333,10 +420,13 @@ impl Context {
         let Some(Conn::Server(c)) = self.conns.get(sk) else {
             return;
         };
-        let err = match c.sock.take_error() {
+        let Some(sock) = &c.sock else {
+            return;
+        };
+        let err = match sock.take_error() {
             Ok(Some(e)) => e.raw_os_error(),
             Err(e) => e.raw_os_error(),
-            Ok(None) => match c.sock.connected() {
+            Ok(None) => match sock.connected() {
                 Ok(()) => None,
                 Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
                 Err(e) => e.raw_os_error(),
@@ -391,7 +481,11 @@ impl Context {
                 crate::log_error!("s {} has queued requests with no bytes", sk);
                 return;
             }
-            let step = c.sock.writev(&iov);
+            // Connected, so it has its socket.
+            let step = match &c.sock {
+                Some(sock) => sock.writev(&iov),
+                None => IoStep::WouldBlock,
+            };
             drop(iov);
             match step {
                 IoStep::Done(n) => {
@@ -580,11 +674,14 @@ impl Context {
                 again = true;
                 break;
             }
-            let Some(Conn::Server(c)) = self.conns.get(sk) else {
+            let Some(Conn::Server(ServerConn {
+                sock: Some(sock), ..
+            })) = self.conns.get(sk)
+            else {
                 rx.inbuf.clear(&mut self.mbufs);
                 return;
             };
-            match rx.inbuf.read(&c.sock, &mut self.mbufs) {
+            match rx.inbuf.read(sock, &mut self.mbufs) {
                 IoStep::Done(n) => {
                     bytes = bytes.saturating_sub(n);
                     fresh = true;
@@ -804,6 +901,11 @@ impl Context {
         };
         let s = c.server;
         c.rx.inbuf.clear(&mut self.mbufs);
+        if c.sock.is_none() {
+            // Closed while its host name was being resolved: the answer
+            // will find nothing.
+            self.resolving.retain(|_, k| *k != sk);
+        }
         let retired = c.draining && c.idle() && errno == 0 && !timed_out;
         let pname = match self.topo.server_mut(s) {
             Some(srv) => {
@@ -915,6 +1017,24 @@ impl Context {
         self.repair_track(s);
         self.rebuild_pool(pid);
     }
+}
+
+/// Most server connections waiting for their host name at once.
+const MAX_RESOLVING: usize = 256;
+
+/// A non-blocking connect to `addr` with the proxy's socket options.
+fn tcp_connect(addr: SocketAddr, keepalive: bool) -> std::io::Result<Stream> {
+    let t = mio::net::TcpStream::connect(addr)?;
+    let _ = t.set_nodelay(true);
+    if keepalive {
+        let _ = net::set_int_opt(
+            std::os::fd::AsRawFd::as_raw_fd(&t),
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            1,
+        );
+    }
+    Ok(Stream::Tcp(t))
 }
 
 /// Whether the keys of `values` (a memcached reply's VALUE blocks, in

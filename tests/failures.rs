@@ -981,6 +981,42 @@ fn unresolvable_host_name() {
     proxy.assert_alive();
 }
 
+/// A server named by host name: resolved (off the event loop) at each
+/// connect, its requests served once the answer comes, and resolved again
+/// when it reconnects. The backend listens on both loopback addresses, so
+/// the test holds whichever of them `localhost` names first here.
+#[test]
+fn host_name_server_resolves_at_each_connect() {
+    let live = Redis::start_with(&["--bind", "127.0.0.1", "-::1"]);
+    let line = format!("localhost:{}:1", live.port());
+    let lazy = PoolConf::new("alpha", true).server(&line);
+    let eager = PoolConf::new("beta", true)
+        .server(&line)
+        .opt("preconnect", "true");
+    let mut proxy = Proxy::start_pools(&[lazy, eager], &STATS_ARGS);
+    let mut c = proxy.raw();
+    assert_eq!(c.call(&["SET", "hn", "v1"]), ok());
+    assert_eq!(live.get(b"hn"), Some(b"v1".to_vec()));
+    let mut e = RawConn::connect(proxy.port_of(1));
+    assert_eq!(e.call(&["GET", "hn"]), Resp::Bulk(Some(b"v1".to_vec())));
+    // The backend drops every client: the next request connects (and so
+    // resolves) again.
+    let mut admin = live.raw();
+    let killed = admin.call(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert!(matches!(killed, Resp::Int(n) if n >= 2), "{killed:?}");
+    wait_for("both pools see their server connection close", || {
+        let j = proxy.stats();
+        stat_values(&j, "server_connections")
+            .iter()
+            .all(|&n| n == 0)
+    });
+    assert_eq!(c.call(&["SET", "hn", "v2"]), ok());
+    assert_eq!(e.call(&["GET", "hn"]), Resp::Bulk(Some(b"v2".to_vec())));
+    let log = proxy.log_text();
+    assert!(!log.contains("address resolution"), "{log}");
+    proxy.assert_alive();
+}
+
 // ---------------------------------------------------------------------------
 // Fragmented commands (docs/compatibility.md §13, §7.4, §8.2)
 

@@ -241,6 +241,24 @@ fn forced_failover_moves_writes_to_the_new_master() {
     assert!(!log.contains("master 'm2' moved"), "{log}");
 }
 
+/// A sentinel named by host name: looked up off the event loop (as server
+/// names are), then used like one given by address.
+#[test]
+fn sentinel_named_by_host_name() {
+    let m = Redis::start();
+    let s = Sentinel::start(&[("m1", &m)], 1, None, None);
+    let pool = PoolConf::new("alpha", true)
+        .server(&format!("{} m1", m.server_line(1)))
+        .sentinel(&format!("localhost:{}:1", s.port()));
+    let p = Proxy::start_pools(&[pool], &["-i", "100"]);
+    wait_stat(&p, "sentinel_connected", 1);
+    let mut c = p.raw();
+    assert_eq!(c.call(&["SET", "sh", "1"]), Resp::ok());
+    assert_eq!(m.get(b"sh"), Some(b"1".to_vec()));
+    let log = p.log_text();
+    assert!(!log.contains("address resolution failed"), "{log}");
+}
+
 #[test]
 fn sentinels_die_one_by_one_and_traffic_goes_on() {
     let c = Cluster::start(None, Some("spw"));

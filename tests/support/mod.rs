@@ -541,7 +541,9 @@ impl Sentinel {
             let port = free_port();
             let log = dir.join(&format!("sentinel-{port}.log"));
             let mut conf = format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile {}\n",
+                // Also on ::1 where there is one, for sentinels named
+                // `localhost`, whichever address that names first.
+                "port {port}\nbind 127.0.0.1 -::1\ndaemonize no\ndir {}\nlogfile {}\n",
                 path_str(dir.path()),
                 path_str(&log)
             );
