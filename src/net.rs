@@ -44,51 +44,25 @@ impl Stream {
     }
 
     pub fn read(&self, buf: &mut [u8]) -> IoStep {
-        loop {
-            // recv(2), not read(2): a socket's own call skips the file
-            // layer's checks, a few per cent of a small request's cost.
-            // SAFETY: buf is a valid writable region of buf.len() bytes.
-            let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 {
-                return IoStep::Done(n as usize);
-            }
-            if n == 0 {
-                return IoStep::Eof;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return IoStep::WouldBlock,
-                _ => return IoStep::Error(e),
-            }
-        }
+        // recv(2), not read(2): a socket's own call skips the file layer's
+        // checks, a few per cent of a small request's cost.
+        // SAFETY: buf is a valid writable region of buf.len() bytes.
+        retried(true, || unsafe {
+            libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+        })
     }
 
     /// Reads once into the slices in order (one `recvmsg`): a reply that
     /// streams in fills several chunks per system call.
     pub fn read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> IoStep {
-        loop {
-            // SAFETY: a zeroed msghdr is valid (no name, no control data).
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
-            msg.msg_iov = bufs.as_mut_ptr().cast::<libc::iovec>();
-            msg.msg_iovlen = bufs.len() as _;
-            // SAFETY: each iovec is a live, exclusively borrowed slice for
-            // the whole call; the kernel writes at most its length.
-            let n = unsafe { libc::recvmsg(self.fd(), &mut msg, 0) };
-            if n > 0 {
-                return IoStep::Done(n as usize);
-            }
-            if n == 0 {
-                return IoStep::Eof;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return IoStep::WouldBlock,
-                _ => return IoStep::Error(e),
-            }
-        }
+        // SAFETY: a zeroed msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
+        msg.msg_iov = bufs.as_mut_ptr().cast::<libc::iovec>();
+        msg.msg_iovlen = bufs.len() as _;
+        // SAFETY: each iovec is a live, exclusively borrowed slice for the
+        // whole call; the kernel writes at most its length.
+        retried(true, || unsafe { libc::recvmsg(self.fd(), &mut msg, 0) })
     }
 
     /// Writes the gathered slices with one `writev`. Taking [`IoVecs`]
@@ -99,26 +73,17 @@ impl Stream {
         if v.is_empty() {
             return IoStep::Done(0);
         }
-        loop {
-            // sendmsg(2), not writev(2), for the reason given in `read`.
-            // SAFETY: a zeroed msghdr is valid (no name, no control data).
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = v.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = v.len() as _;
-            // SAFETY: every iovec was made from a slice that `iov` borrows
-            // for its whole lifetime, so each points to live bytes; the
-            // kernel only reads them.
-            let n = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL) };
-            if n >= 0 {
-                return IoStep::Done(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return IoStep::WouldBlock,
-                _ => return IoStep::Error(e),
-            }
-        }
+        // sendmsg(2), not writev(2), for the reason given in `read`.
+        // SAFETY: a zeroed msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = v.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = v.len() as _;
+        // SAFETY: every iovec was made from a slice that `iov` borrows for
+        // its whole lifetime, so each points to live bytes; the kernel only
+        // reads them.
+        retried(false, || unsafe {
+            libc::sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL)
+        })
     }
 
     /// The pending error of a non-blocking connect, if any.
@@ -134,6 +99,26 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(|_| ()),
             Stream::Unix(s) => s.peer_addr().map(|_| ()),
+        }
+    }
+}
+
+/// Makes a read or write system call again while a signal interrupts it,
+/// and says what its result means (for a read, 0 is the peer's end).
+fn retried(reading: bool, mut call: impl FnMut() -> isize) -> IoStep {
+    loop {
+        let n = call();
+        if n > 0 || (n == 0 && !reading) {
+            return IoStep::Done(n as usize);
+        }
+        if n == 0 {
+            return IoStep::Eof;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return IoStep::WouldBlock,
+            _ => return IoStep::Error(e),
         }
     }
 }

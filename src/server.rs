@@ -246,12 +246,7 @@ impl Context {
             Some((host, port)) => match self.resolve(&host, port) {
                 Ok(t) => Some(t),
                 Err(why) => {
-                    crate::log_error!(
-                        "address resolution of node '{}' service '{}' failed: {}",
-                        host,
-                        port,
-                        why
-                    );
+                    log_unresolved(&host, port, &why);
                     self.server_failed(s);
                     return Err(libc::EHOSTDOWN);
                 }
@@ -360,12 +355,7 @@ impl Context {
             let addr = match answer {
                 Ok(a) => a,
                 Err(why) => {
-                    crate::log_error!(
-                        "address resolution of node '{}' service '{}' failed: {}",
-                        host,
-                        port,
-                        why
-                    );
+                    log_unresolved(&host, port, &why);
                     self.server_close(sk, libc::EHOSTDOWN, false);
                     continue;
                 }
@@ -1017,6 +1007,16 @@ impl Context {
         self.repair_track(s);
         self.rebuild_pool(pid);
     }
+}
+
+/// 0.5.0's words for a failed lookup, with the resolver's reason.
+fn log_unresolved(host: &str, port: u16, why: &str) {
+    crate::log_error!(
+        "address resolution of node '{}' service '{}' failed: {}",
+        host,
+        port,
+        why
+    );
 }
 
 /// Most server connections waiting for their host name at once.
