@@ -904,9 +904,11 @@ impl Context {
                 if c.connected {
                     st.server_connections -= 1;
                 }
+                // A name that did not resolve is no server error, as in
+                // 0.5.0 (it never had a socket).
                 if timed_out {
                     st.server_timedout += 1;
-                } else if errno != 0 {
+                } else if errno != 0 && c.sock.is_some() {
                     st.server_err += 1;
                 }
                 srv.conf.pname.clone()

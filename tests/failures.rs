@@ -978,6 +978,13 @@ fn unresolvable_host_name() {
     let mut g = RawConn::connect(proxy.port_of(1));
     assert_eq!(g.call(&["SET", "k", "v"]), ok());
     assert_eq!(live.get(b"k"), Some(b"v".to_vec()));
+    // As in 0.5.0, a failed lookup is no server error (it never connected).
+    let json = proxy.stats();
+    assert_eq!(
+        server_stat(&json, &format!("{host}:6379"), "server_err"),
+        0,
+        "{json}"
+    );
     proxy.assert_alive();
 }
 
