@@ -557,7 +557,7 @@ impl Context {
         if let Some(pool) = self.topo.pool_mut(c.pool) {
             pool.nclients = pool.nclients.saturating_sub(1);
             pool.stats.client_connections -= 1;
-            if eof {
+            if eof || c.quit {
                 pool.stats.client_eof += 1;
             } else {
                 pool.stats.client_err += 1;

@@ -91,6 +91,9 @@ pub struct ClientConn {
     /// Stop reading: a QUIT or a protocol error is queued, or the client's
     /// pool went away or moved in a reload.
     pub closing: bool,
+    /// It sent QUIT: however the connection then ends, it counts as the
+    /// client's end (`client_eof`), not an error, as in 0.5.0.
+    pub quit: bool,
     pub authed: bool,
     /// Bytes of requests and replies this client holds (see `client.rs`).
     pub held: usize,

@@ -235,6 +235,7 @@ impl Context {
                 wsent: Default::default(),
                 eof: false,
                 closing: false,
+                quit: false,
                 authed: false,
                 held: 0,
                 paused: false,

@@ -176,8 +176,8 @@ pub struct Msg {
     pub err: i32,
     /// memcached `noreply`: nothing is written back.
     pub noreply: bool,
-    /// Close the client once this message's reply is written (QUIT,
-    /// protocol error, MGET fragment failure).
+    /// Close the client once this message's reply is written (QUIT, a
+    /// protocol error).
     pub close_after: bool,
     pub deadline: Option<Instant>,
     /// Bytes counted in the owner's `held` for this message.

@@ -168,9 +168,13 @@ impl Context {
     ) {
         match decided {
             Plan::Reply(bytes) => self.local_reply(mid, &bytes),
+            // QUIT (the only command that closes).
             Plan::ReplyClose(bytes) => {
                 self.local_reply(mid, bytes);
                 self.close_after(ck, mid);
+                if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {
+                    c.quit = true;
+                }
             }
             Plan::Auth { ok, reply } => {
                 if let Some(Conn::Client(c)) = self.conns.get_mut(ck) {

@@ -900,6 +900,20 @@ fn redis_traffic_counts_exactly() {
         assert_eq!(d.sm("alpha", s, "server_connections"), 1, "{s}");
     }
     assert_queues_idle(&d, "alpha", &servers);
+
+    // QUIT is the client's end, not an error (0.5.0 counts it in
+    // client_eof), whether the client reads the +OK or hangs up at once.
+    let mut q = p.raw();
+    q.send(&cmd(&["QUIT"]));
+    assert_eq!(q.recv_reply(), Resp::ok());
+    q.expect_eof();
+    let mut q2 = p.raw();
+    q2.send(&cmd(&["QUIT"]));
+    drop(q2);
+    let d = wait_doc(&p, "QUIT clients closed", |d| {
+        d.pm("alpha", "client_eof") == 5 && d.pm("alpha", "client_connections") == 0
+    });
+    assert_eq!(d.pm("alpha", "client_err"), 1, "{}", d.text);
 }
 
 /// Proxy-made error replies count as forward errors; a server that cannot
@@ -1361,4 +1375,12 @@ fn memcache_pool_counts_requests() {
         d.pm("alpha", "client_connections") == 0
     });
     assert_eq!(d.pm("alpha", "client_eof"), 1);
+    // `quit` ends the connection as the client's end, as in 0.5.0.
+    let mut q = p.raw();
+    q.send(b"quit\r\n");
+    q.expect_eof();
+    let d = wait_doc(&p, "the quit client closed", |d| {
+        d.pm("alpha", "client_eof") == 2 && d.pm("alpha", "client_connections") == 0
+    });
+    assert_eq!(d.pm("alpha", "client_err"), 0, "{}", d.text);
 }
