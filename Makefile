@@ -16,6 +16,8 @@
 #   make demo            start a local demo (redis + memcached + nutcracker)
 #   make fuzz            run every cargo-fuzz target FUZZ_SECONDS (300) each
 #   make soak            long soak test (NC_SOAK_SECONDS, default 600)
+#   make twemproxy-suite TWEMPROXY_SRC=dir
+#                        run twemproxy 0.5.0's own tests/ against this binary
 #   make lint            rustfmt check and clippy with warnings as errors
 
 PREFIX ?= /usr/local
@@ -34,7 +36,7 @@ TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/nutcracker
 
 .PHONY: all build deps test install install-init install-systemd check-install \
-	uninstall demo lint clean bench soak fuzz
+	uninstall demo lint clean bench soak fuzz twemproxy-suite
 
 all: build
 
@@ -97,6 +99,9 @@ soak:
 
 fuzz:
 	bash scripts/fuzz.sh
+
+twemproxy-suite: $(BIN)
+	bash scripts/twemproxy-suite.sh $(TWEMPROXY_SRC) $(BIN)
 
 bench:
 	bash scripts/bench.sh $(BENCH_ARGS)
