@@ -557,7 +557,9 @@ impl Context {
         if let Some(pool) = self.topo.pool_mut(c.pool) {
             pool.nclients = pool.nclients.saturating_sub(1);
             pool.stats.client_connections -= 1;
-            if eof || c.quit {
+            // It closed its side first (seen as the end of its input), or
+            // said QUIT: its end, however the close then comes about.
+            if eof || c.eof || c.quit {
                 pool.stats.client_eof += 1;
             } else {
                 pool.stats.client_err += 1;

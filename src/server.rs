@@ -145,10 +145,14 @@ impl Context {
                         .deadline(self.now, Duration::from_millis(ms), mid),
                 );
             }
+            // Counted when queued, as 0.5.0 does: a request to a server
+            // that then refuses the connection counts in `requests` too.
             if !internal {
                 if let Some(srv) = self.topo.server_mut(s) {
                     srv.stats.in_queue += 1;
                     srv.stats.in_queue_bytes += bytes;
+                    srv.stats.requests += 1;
+                    srv.stats.request_bytes += bytes;
                 }
             }
             if let Some(Conn::Server(c)) = self.conns.get_mut(sk) {
@@ -526,8 +530,6 @@ impl Context {
                     let st = &mut srv.stats;
                     st.in_queue -= 1;
                     st.in_queue_bytes -= len as i64;
-                    st.requests += 1;
-                    st.request_bytes += len as i64;
                     if !noreply {
                         st.out_queue += 1;
                         st.out_queue_bytes += len as i64;
@@ -803,12 +805,24 @@ impl Context {
         }
         let len = (end - start) as usize;
         let req_len = self.msgs.get(mid).map_or(0, |m| m.req_len) as i64;
+        // As in 0.5.0, `responses` counts the replies that go on to a
+        // client: one whose client left is dropped uncounted.
+        let forwarded = match origin {
+            Origin::Orphan => false,
+            Origin::Fragment(p) => self
+                .msgs
+                .get(p)
+                .is_some_and(|pm| !matches!(pm.origin, Origin::Orphan)),
+            _ => true,
+        };
         if let Some(srv) = self.topo.server_mut(s) {
             let st = &mut srv.stats;
             st.out_queue -= 1;
             st.out_queue_bytes -= req_len;
-            st.responses += 1;
-            st.response_bytes += len as i64;
+            if forwarded {
+                st.responses += 1;
+                st.response_bytes += len as i64;
+            }
             srv.failures = 0;
         }
         self.server_done(mid);

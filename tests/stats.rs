@@ -936,11 +936,97 @@ fn forward_error_on_dead_server() {
     let d = wait_doc(&p, "3 forward errors", |d| {
         d.pm("alpha", "forward_error") == 3
     });
+    // Counted when queued, as 0.5.0 counts them: the refusal comes later.
+    assert_eq!(d.sm("alpha", &server, "requests"), 3);
     assert_eq!(d.pm("alpha", "server_ejects"), 0);
     assert_eq!(d.sm("alpha", &server, "server_ejected_at"), 0);
     assert_eq!(d.sm("alpha", &server, "server_connections"), 0);
     assert_eq!(d.sm("alpha", &server, "responses"), 0);
     assert_queues_idle(&d, "alpha", &[&server]);
+}
+
+/// A client that leaves with requests in flight (0.5.0's counting): its
+/// replies are dropped uncounted, since `responses` counts what goes on to
+/// a client, and a client that closed its side first is an eof even when
+/// the proxy finds out by failing to write to it.
+#[test]
+fn clients_that_leave_with_requests_in_flight() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let p = start(&[PoolConf::redis(&[&a, &b])], &[]);
+    let mut c = p.raw();
+    // The varying part first: fnv1a_64 (the default) spreads a changed
+    // first byte well, a changed last one hardly at all.
+    let keys: Vec<String> = (0..64).map(|i| format!("{i}:gone")).collect();
+    for k in &keys {
+        assert_eq!(c.call(&["SET", k, "v"]), Resp::ok());
+    }
+    let on = |r: &Redis| {
+        keys.iter()
+            .find(|k| r.has(k.as_bytes()))
+            .unwrap_or_else(|| panic!("no key of {keys:?} on {}", r.addr()))
+            .clone()
+    };
+    let (ka, kb) = (on(&a), on(&b));
+    let mut pipeline = cmd(&["GET", &ka]);
+    pipeline.extend(cmd(&["GET", &kb]));
+    let total =
+        |d: &Doc, what: &str| d.sm("alpha", &a.addr(), what) + d.sm("alpha", &b.addr(), what);
+    let signal = |r: &Redis, sig: i32| {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(r.pid() as i32, sig) };
+    };
+    signal(&a, libc::SIGSTOP);
+    signal(&b, libc::SIGSTOP);
+
+    // Reset at once (SO_LINGER 0): the proxy reads ECONNRESET, an error,
+    // and the two replies, when they come, go to no one.
+    let reset = TcpStream::connect(("127.0.0.1", p.port())).expect("connect");
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a linger struct of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&reset),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
+    (&reset).write_all(&pipeline).expect("send");
+    wait_doc(&p, "2 requests queued", |d| total(d, "requests") == 66);
+    drop(reset);
+    wait_doc(&p, "the reset client closed", |d| {
+        d.pm("alpha", "client_err") == 1
+    });
+
+    // Closed first, politely: the proxy sees the end of its input and keeps
+    // it for its replies; the first one written draws a reset from the
+    // closed socket, so the proxy fails on the second.
+    let fin = TcpStream::connect(("127.0.0.1", p.port())).expect("connect");
+    (&fin).write_all(&pipeline).expect("send");
+    wait_doc(&p, "4 requests queued", |d| total(d, "requests") == 68);
+    fin.shutdown(Shutdown::Write).expect("shutdown");
+    drop(fin);
+    signal(&a, libc::SIGCONT);
+    wait_doc(&p, "the first replies came", |d| {
+        d.sm("alpha", &a.addr(), "out_queue") == 0
+    });
+    signal(&b, libc::SIGCONT);
+    let d = wait_doc(&p, "the replies came and both clients left", |d| {
+        total(d, "out_queue") == 0 && d.pm("alpha", "client_connections") == 1
+    });
+    assert_eq!(d.pm("alpha", "client_err"), 1, "{}", d.text);
+    assert_eq!(d.pm("alpha", "client_eof"), 1, "{}", d.text);
+    // The 64 SETs and the polite client's replies (its second one only if
+    // the proxy had not yet seen the reset its first drew); never the
+    // reset client's two.
+    let responses = total(&d, "responses");
+    assert!((65..=66).contains(&responses), "{}", d.text);
+    assert_eq!(total(&d, "requests"), 68);
 }
 
 /// With auto_eject_hosts and a failure limit of 1, the first refused
