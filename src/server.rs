@@ -1071,14 +1071,18 @@ fn values_asked(
     // memcached keys are at most 250 bytes; a longer token matches none.
     const KEY_MAX: usize = 250;
     // A token cut by a segment boundary (a key across two chunks) is
-    // gathered here; every other token is compared where it lies.
-    let mut carry = [0u8; KEY_MAX];
+    // gathered here (with room for the CR that may end the line); every
+    // other token is compared where it lies.
+    let mut carry = [0u8; KEY_MAX + 1];
     let mut len = 0usize;
     let mut long = false;
     let mut verb = true;
     let mut vi = 0usize;
     let mut keys = 0u32;
     let mut end_token = |tok: &[u8], long: bool, verb: &mut bool, vi: &mut usize| {
+        if tok.is_empty() && !long {
+            return;
+        }
         if std::mem::take(verb) {
             return;
         }
@@ -1089,15 +1093,24 @@ fn values_asked(
         };
         let from = v.key_start;
         let key = inbuf.bytes(mbufs, from, from + u64::from(v.key_len), scratch);
-        if !long && key == tok {
+        if !long && tok.len() <= KEY_MAX && key == tok {
             *vi += 1;
             answers.push(key_index);
         }
     };
-    let delim = |b: &u8| *b == b' ' || *b == b'\r' || *b == b'\n';
-    // Appends a token's piece to `carry`; past KEY_MAX it is only `long`.
+    // Tokens as memcached splits a line: at spaces, up to the LF; a CR is
+    // a token byte unless it ends the line (the request parser agrees).
+    let delim = |b: &u8| *b == b' ' || *b == b'\n';
+    let at_eol = |tok: &'_ [u8], eol: bool| -> usize {
+        if eol && tok.last() == Some(&b'\r') {
+            tok.len() - 1
+        } else {
+            tok.len()
+        }
+    };
+    // Appends a token's piece to `carry`; past its room it is only `long`.
     let gather =
-        |carry: &mut [u8; KEY_MAX], len: &mut usize, long: &mut bool, piece: &[u8]| match carry
+        |carry: &mut [u8; KEY_MAX + 1], len: &mut usize, long: &mut bool, piece: &[u8]| match carry
             .get_mut(*len..*len + piece.len())
         {
             Some(dst) if !*long => {
@@ -1115,20 +1128,19 @@ fn values_asked(
                 break;
             };
             let (head, tail) = rest.split_at(n);
+            let eol = tail.first() == Some(&b'\n');
             if len > 0 || long {
                 gather(&mut carry, &mut len, &mut long, head);
-                end_token(
-                    carry.get(..len).unwrap_or_default(),
-                    long,
-                    &mut verb,
-                    &mut vi,
-                );
+                let tok = carry.get(..len).unwrap_or_default();
+                let tok = tok.get(..at_eol(tok, eol)).unwrap_or_default();
+                end_token(tok, long, &mut verb, &mut vi);
                 len = 0;
                 long = false;
-            } else if !head.is_empty() {
-                end_token(head, head.len() > KEY_MAX, &mut verb, &mut vi);
+            } else {
+                let tok = head.get(..at_eol(head, eol)).unwrap_or_default();
+                end_token(tok, tok.len() > KEY_MAX, &mut verb, &mut vi);
             }
-            if tail.first() != Some(&b' ') {
+            if eol {
                 break 'bytes;
             }
             rest = tail.get(1..).unwrap_or_default();

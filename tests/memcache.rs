@@ -793,6 +793,41 @@ fn multiget_duplicated_keys() {
     assert_eq!(items[0], items[1]);
 }
 
+/// A CR inside a key is a key byte to memcached (only CR LF ends a line),
+/// so the proxy relays such keys and reads memcached's `VALUE` lines for
+/// them, alone and in a split multi-get; the connection stays in step.
+#[test]
+fn keys_holding_a_cr_byte() {
+    let cl = Cluster::spread(&[]);
+    let mut c = cl.raw();
+    let mut ks: Vec<Vec<u8>> = (0..8).map(|i| format!("{i}\rcr").into_bytes()).collect();
+    ks.push(b"ends-in-cr\r".to_vec());
+    for k in &ks {
+        conv(&mut c, &store("set", k, 3, b"v", false), b"STORED\r\n");
+    }
+    let homes: BTreeSet<usize> = ks.iter().map(|k| cl.home(k)).collect();
+    assert!(homes.len() >= 2, "keys all on one backend: {homes:?}");
+    let one: Vec<&[u8]> = vec![&ks[0]];
+    let mut req = get_line("get", &one);
+    req.extend_from_slice(b"version\r\n");
+    c.send(&req);
+    c.expect(&value_block(&ks[0], 3, b"v"));
+    c.expect(b"END\r\n");
+    let version = c.recv_line();
+    assert!(version.starts_with(b"VERSION "), "{}", show(&version));
+    // Split over the servers, a miss and a key ending in CR among them.
+    let asked: Vec<&[u8]> = vec![&ks[1], b"7\rmiss", &ks[8], &ks[2], &ks[5]];
+    let mut want = Vec::new();
+    for k in [&ks[1], &ks[8], &ks[2], &ks[5]] {
+        want.extend_from_slice(&value_block(k, 3, b"v"));
+    }
+    want.extend_from_slice(b"END\r\n");
+    conv(&mut c, &get_line("get", &asked), &want);
+    c.send(b"version\r\n");
+    let version = c.recv_line();
+    assert!(version.starts_with(b"VERSION "), "{}", show(&version));
+}
+
 #[test]
 fn pipelined_get_set_delete_mix() {
     let cl = Cluster::spread(&[]);

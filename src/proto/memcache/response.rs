@@ -306,12 +306,15 @@ impl McRspParser {
                         continue;
                     }
                 },
+                // A CR is a key byte, as memcached takes it in a request
+                // (a VALUE line goes on after its key, so the key never
+                // ends the line); a bare LF would have ended the line.
                 State::ValKey => {
                     if c == b' ' {
                         self.vtok = 1;
                         self.state = State::ValSpaces;
                         Some(1)
-                    } else if c == b'\r' {
+                    } else if c == b'\n' {
                         None
                     } else {
                         let rest = data.get(i..).unwrap_or_default();
@@ -321,7 +324,7 @@ impl McRspParser {
                             .unwrap_or_default();
                         let n = win
                             .iter()
-                            .position(|&b| b == b' ' || b == b'\r')
+                            .position(|&b| b == b' ' || b == b'\n')
                             .unwrap_or(win.len());
                         if have + n > MAX_KEY {
                             // At the first byte past the limit, the same
