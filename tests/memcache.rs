@@ -828,6 +828,28 @@ fn keys_holding_a_cr_byte() {
     assert!(version.starts_with(b"VERSION "), "{}", show(&version));
 }
 
+/// A get line longer than a mebibyte (600,000 keys, memcached and 0.5.0
+/// take it) is served, in order, and the connection stays in step.
+#[test]
+fn multiget_line_over_a_mebibyte() {
+    let cl = Cluster::spread(&[]);
+    let mut c = cl.raw();
+    conv(&mut c, &store("set", b"hit", 1, b"h", false), b"STORED\r\n");
+    let mut req = b"get".to_vec();
+    for _ in 0..600_000 {
+        req.extend_from_slice(b" a");
+    }
+    req.extend_from_slice(b" hit\r\nversion\r\n");
+    assert!(req.len() > 1024 * 1024);
+    let mut w = c.writer();
+    let writer = std::thread::spawn(move || w.write_all(&req).map(|_| ()));
+    c.expect(&value_block(b"hit", 1, b"h"));
+    c.expect(b"END\r\n");
+    let version = c.recv_line();
+    assert!(version.starts_with(b"VERSION "), "{}", show(&version));
+    writer.join().expect("writer").expect("write the get line");
+}
+
 #[test]
 fn pipelined_get_set_delete_mix() {
     let cl = Cluster::spread(&[]);
