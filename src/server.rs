@@ -349,12 +349,20 @@ impl Context {
                 continue;
             };
             let s = c.server;
-            let (host, port, keepalive) = match (self.topo.server(s), self.topo.server_pool(s)) {
+            let target = match (self.topo.server(s), self.topo.server_pool(s)) {
                 (Some(srv), Some(pool)) => match srv.addr() {
-                    ServerAddr::Tcp { host, port } => (host.clone(), *port, pool.conf.tcpkeepalive),
-                    ServerAddr::Unix { .. } => continue,
+                    ServerAddr::Tcp { host, port } => {
+                        Some((host.clone(), *port, pool.conf.tcpkeepalive))
+                    }
+                    ServerAddr::Unix { .. } => None,
                 },
-                _ => continue,
+                _ => None,
+            };
+            // Its server is gone (or no longer named by host name): the
+            // requests it holds fail rather than wait for nothing.
+            let Some((host, port, keepalive)) = target else {
+                self.server_close(sk, libc::EHOSTDOWN, false);
+                continue;
             };
             let addr = match answer {
                 Ok(a) => a,
