@@ -281,13 +281,7 @@ fn redis_add_a_server_by_reload() {
     let ops = traffic.finish();
     assert!(ops > 0);
     let moved = stat(&p, "migrate_moved");
-    // All of it is on the new server (beside keys the traffic wrote there
-    // first); its share depends on the ketama points of random ports.
-    let on_new = r[3].dbsize();
-    assert!(
-        moved > 0 && moved <= on_new,
-        "moved {moved}, on the new server {on_new}"
-    );
+    assert!(moved > N as i64 / 8, "moved {moved}");
     assert!(
         stat(&p, "migrate_scanned") >= N as i64,
         "every key examined"
