@@ -384,6 +384,30 @@ impl Context {
         };
         // As `plan::redis`: MSET's items are key-value pairs.
         let step = if cmd == Cmd::Mset { 2 } else { 1 };
+        self.route_ahead(ck, rx, |rx, i| {
+            rx.redis.args.get(1 + i * step).map(|a| a.data_range())
+        });
+    }
+
+    /// [`preroute`](Self::preroute) for the keys of a memcached get/gets
+    /// (the retrievals `plan.rs` splits), as the parser completes them.
+    fn preroute_mc(&mut self, ck: ConnId, rx: &mut ClientRx) {
+        if !rx.mc.is_multi_get() || rx.mc.keys.len() <= rx.routed.len() {
+            return;
+        }
+        self.route_ahead(ck, rx, |rx, i| rx.mc.keys.get(i).map(|k| k.range()));
+    }
+
+    /// Routes keys `rx.routed.len()..` (key `i` at the stream range
+    /// `range(rx, i)` gives) into `rx.routed`, under the topology the first
+    /// was routed with; stops at the last key parsed or the first that
+    /// cannot be routed.
+    fn route_ahead(
+        &mut self,
+        ck: ConnId,
+        rx: &mut ClientRx,
+        range: impl Fn(&ClientRx, usize) -> Option<(u64, u64)>,
+    ) {
         let Some(Conn::Client(c)) = self.conns.get(ck) else {
             return;
         };
@@ -394,36 +418,7 @@ impl Context {
             // A reload came in between: the split routes afresh.
             return;
         }
-        loop {
-            let Some(a) = args.get(1 + rx.routed.len() * step) else {
-                return;
-            };
-            let (from, to) = a.data_range();
-            let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
-            match self.topo.route(pid, k) {
-                Ok(s) => rx.routed.push(s),
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// [`preroute`](Self::preroute) for the keys of a memcached get/gets
-    /// (the retrievals `plan.rs` splits), as the parser completes them.
-    fn preroute_mc(&mut self, ck: ConnId, rx: &mut ClientRx) {
-        if !rx.mc.is_multi_get() || rx.mc.keys.len() <= rx.routed.len() {
-            return;
-        }
-        let Some(Conn::Client(c)) = self.conns.get(ck) else {
-            return;
-        };
-        let pid = c.pool;
-        if rx.routed.is_empty() {
-            rx.routed_gen = self.topo.generation;
-        } else if rx.routed_gen != self.topo.generation {
-            return;
-        }
-        while let Some(k) = rx.mc.keys.get(rx.routed.len()) {
-            let (from, to) = k.range();
+        while let Some((from, to)) = range(rx, rx.routed.len()) {
             let k = rx.inbuf.bytes(&self.mbufs, from, to, &mut self.key_scratch);
             match self.topo.route(pid, k) {
                 Ok(s) => rx.routed.push(s),

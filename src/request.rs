@@ -29,7 +29,7 @@ use crate::plan::{self, ClientState, Plan, PLACEHOLDER};
 use crate::proto::memcache::request::McKey;
 use crate::proto::redis::reply::{self, Proto};
 use crate::proto::redis::request::Arg;
-use crate::split::{Form, Job, JobKind};
+use crate::split::Form;
 use crate::topology::{PoolId, ServerId};
 
 /// The arguments of the request being handled, read in place from the
@@ -604,15 +604,9 @@ impl Context {
                 };
                 f.pending = f.pending.saturating_sub(1);
                 if f.pending == 0 {
-                    if self.merge(parent) {
-                        self.client_ready(parent);
-                    } else {
-                        // A huge reply: merged over the next turns.
-                        self.work.push(Job {
-                            parent,
-                            kind: JobKind::Merge,
-                        });
-                    }
+                    // A huge reply is merged over the next turns.
+                    let whole = self.merge(parent);
+                    self.merge_went(parent, whole);
                 }
             }
             Origin::Client(_) => self.client_ready(mid),

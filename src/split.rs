@@ -279,25 +279,21 @@ impl Context {
                 }
             }
         }
-        match self.msgs.get_mut(mid) {
-            Some(m) => {
-                m.frag = Some(frag);
-                Stepped::Built
-            }
-            None => {
-                self.split_reset(&mut frag);
-                self.free_frag(frag);
-                Stepped::Failed
-            }
-        }
+        self.split_hang(mid, frag, Stepped::Built)
     }
 
     /// Hangs the frag back on its request for the next turn.
-    fn split_keep(&mut self, mid: MsgId, mut frag: Box<Frag>) -> Stepped {
+    fn split_keep(&mut self, mid: MsgId, frag: Box<Frag>) -> Stepped {
+        self.split_hang(mid, frag, Stepped::More)
+    }
+
+    /// Hangs the frag on its request, which is then at step `at`; a
+    /// request gone meanwhile takes its fragments with it.
+    fn split_hang(&mut self, mid: MsgId, mut frag: Box<Frag>, at: Stepped) -> Stepped {
         match self.msgs.get_mut(mid) {
             Some(m) => {
                 m.frag = Some(frag);
-                Stepped::More
+                at
             }
             None => {
                 self.split_reset(&mut frag);
@@ -512,6 +508,19 @@ impl Context {
         }
     }
 
+    /// After a turn of merging: a whole reply is the client's; the rest
+    /// of one is merged on the next turn.
+    pub fn merge_went(&mut self, parent: MsgId, whole: bool) {
+        if whole {
+            self.client_ready(parent);
+        } else {
+            self.work.push(Job {
+                parent,
+                kind: JobKind::Merge,
+            });
+        }
+    }
+
     /// The next turn of a merge: the reply is the client's once whole; a
     /// request whose client went away is freed with its fragments.
     fn merge_resume(&mut self, parent: MsgId) {
@@ -519,14 +528,8 @@ impl Context {
             None => {}
             Some(m) if m.client().is_none() => self.free_msg(parent),
             Some(_) => {
-                if self.merge_more(parent) {
-                    self.client_ready(parent);
-                } else {
-                    self.work.push(Job {
-                        parent,
-                        kind: JobKind::Merge,
-                    });
-                }
+                let whole = self.merge_more(parent);
+                self.merge_went(parent, whole);
             }
         }
     }

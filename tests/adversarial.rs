@@ -270,18 +270,7 @@ fn a_timeout_fires_while_another_pool_streams() {
 fn million_key_mget_is_answered_in_request_order() {
     let rs = Redis::start_many(3);
     let backends: Vec<&Redis> = rs.iter().collect();
-    let proxy = Proxy::start_pools(
-        &[
-            PoolConf::redis(&backends),
-            backends
-                .iter()
-                .fold(PoolConf::new("tagged", true), |p, b| {
-                    p.server(&b.server_line(1))
-                })
-                .hash_tag("{}"),
-        ],
-        &["-i", "100"],
-    );
+    let proxy = Proxy::start_pools(&PoolConf::redis_and_tagged(&backends), &["-i", "100"]);
     const N: usize = 1_000_000;
     let mut c = RawConn::connect(proxy.port_of(0));
     let mut mset = vec!["MSET".to_string()];

@@ -59,15 +59,7 @@ fn short(r: &Resp) -> String {
 
 fn redis_pools(rs: &[Redis]) -> Vec<PoolConf> {
     let backends: Vec<&Redis> = rs.iter().collect();
-    vec![
-        PoolConf::redis(&backends),
-        backends
-            .iter()
-            .fold(PoolConf::new("tagged", true), |p, b| {
-                p.server(&b.server_line(1))
-            })
-            .hash_tag("{}"),
-    ]
+    PoolConf::redis_and_tagged(&backends)
 }
 
 #[test]

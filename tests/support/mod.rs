@@ -811,6 +811,18 @@ impl PoolConf {
         p
     }
 
+    /// Pool `alpha` over `backends`, and pool `tagged` over the same
+    /// servers with `hash_tag: "{}"`.
+    pub fn redis_and_tagged(backends: &[&Redis]) -> Vec<PoolConf> {
+        let tagged = backends
+            .iter()
+            .fold(PoolConf::new("tagged", true), |p, b| {
+                p.server(&b.server_line(1))
+            })
+            .hash_tag("{}");
+        vec![PoolConf::redis(backends), tagged]
+    }
+
     /// A memcache pool `alpha` over `backends`, weight 1 each.
     pub fn memcache(backends: &[&Memcached]) -> PoolConf {
         let mut p = PoolConf::new("alpha", false);
