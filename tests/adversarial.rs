@@ -364,7 +364,14 @@ fn incomplete_requests_share_one_memory_budget() {
     for mib in [6, 4, 7] {
         let mut c = RawConn::connect(proxy.port());
         c.send(header.as_bytes());
-        c.send(&vec![b'x'; mib * 1024 * 1024]);
+        // The proxy may close the last one before all of it is written:
+        // its unread bytes then reset the connection.
+        match c.try_send(&vec![b'x'; mib * 1024 * 1024]) {
+            Ok(()) => {}
+            Err(e) if mib == 7 && e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) if mib == 7 && e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => panic!("write {mib} MiB: {e}"),
+        }
         conns.push((c, mib));
         std::thread::sleep(Duration::from_millis(300));
     }

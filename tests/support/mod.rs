@@ -1427,6 +1427,12 @@ impl RawConn {
         self.stream.set_read_timeout(Some(t)).expect("read timeout");
     }
 
+    /// Writes all of `bytes`, or says why not (for a peer that may close
+    /// the connection while it is being written to).
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// Writes all of `bytes`.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream
