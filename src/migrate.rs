@@ -213,6 +213,9 @@ pub struct Job {
     flags: u32,
     /// The key does not exist on the source.
     missing: bool,
+    /// A mover batch: how many of its keys the source held just before
+    /// its MIGRATE (whose `+OK` only says at least one moved).
+    present: Option<i64>,
     waiters: Vec<Then>,
     /// Registered in `inflight`.
     registered: bool,
@@ -233,6 +236,7 @@ impl Job {
             ttl: 0,
             flags: 0,
             missing: false,
+            present: None,
             waiters: Vec::new(),
             registered: false,
         }
@@ -433,7 +437,8 @@ impl Context {
             return;
         };
         job.step = if batch { Step::Batch } else { Step::Migrate };
-        job.outstanding = 1;
+        job.outstanding = if batch { 2 } else { 1 };
+        job.present = None;
         let (pid, from, to) = (job.pool, job.from, job.to);
         let keys: Vec<Vec<u8>> = if batch {
             job.keys.clone()
@@ -467,7 +472,17 @@ impl Context {
         }
         args.push(b"KEYS");
         args.extend(keys.iter().map(|k| k.as_slice()));
-        self.redis_send(jid, from, &args);
+        if !batch {
+            self.redis_send(jid, from, &args);
+            return;
+        }
+        // EXISTS right before, on the same connection: nothing this proxy
+        // sends can come between, so it counts what the MIGRATE moves.
+        let mut exists: Vec<&[u8]> = vec![b"EXISTS"];
+        exists.extend(keys.iter().map(|k| k.as_slice()));
+        let count = self.internal_msg(&exists, Internal::Move(jid));
+        let migrate = self.internal_msg(&args, Internal::Move(jid));
+        self.forward_block(&[count, migrate], from);
     }
 
     /// `DUMP k` and `PTTL k` on the source, one after the other on one
@@ -680,6 +695,17 @@ impl Context {
     /// A mover batch: on success every key moved (or was gone already);
     /// on any error each key is moved on its own, which tells them apart.
     fn batch_answered(&mut self, jid: JobId, ans: &Answer) {
+        if let Some(job) = self.moves.jobs.get_mut(jid) {
+            if job.outstanding == 1 {
+                // EXISTS's reply; MIGRATE's is next.
+                job.present = if ans.failed {
+                    None
+                } else {
+                    parse_integer(&ans.text)
+                };
+                return;
+            }
+        }
         if ans.failed {
             self.job_failed(jid);
             return;
@@ -689,8 +715,11 @@ impl Context {
             return;
         }
         if ans.is(b"+") {
-            let n = self.moves.jobs.get(jid).map_or(0, |j| j.keys.len());
-            self.count_moved(jid, n as i64);
+            let n = self.moves.jobs.get(jid).map_or(0, |j| {
+                let all = j.keys.len() as i64;
+                j.present.map_or(all, |p| p.clamp(0, all))
+            });
+            self.count_moved(jid, n);
             self.finish(jid);
             return;
         }

@@ -281,13 +281,17 @@ fn redis_add_a_server_by_reload() {
     let ops = traffic.finish();
     assert!(ops > 0);
     let moved = stat(&p, "migrate_moved");
-    assert!(moved > N as i64 / 8, "moved {moved}");
+    // Every key on the new server was moved there (the traffic writes a
+    // key only after its move), and each counts once, however it moved;
+    // its share depends on the ketama points of random ports.
+    let on_new = r[3].dbsize();
+    assert!(on_new > 0);
+    assert_eq!(moved, on_new, "moved, and found on the new server");
     assert!(
         stat(&p, "migrate_scanned") >= N as i64,
         "every key examined"
     );
     assert_eq!(stat(&p, "migrate_errors"), 0);
-    assert!(r[3].dbsize() > 0);
     eprintln!(
         "3 -> 4: {moved} keys moved in {:?}, {ops} checked operations",
         t0.elapsed()
@@ -314,7 +318,8 @@ fn redis_remove_a_server_by_reload() {
         0,
         "the removed server holds none of the keys"
     );
-    assert!(stat(&p, "migrate_moved") >= on_removed);
+    // Each key counts once, however it moved.
+    assert_eq!(stat(&p, "migrate_moved"), on_removed);
     assert_placed(&kept, N);
 }
 
