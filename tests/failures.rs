@@ -227,10 +227,9 @@ struct Usage {
 }
 
 fn usage(p: &Proxy) -> (Usage, String) {
-    // Stats first: their connection is closed (EOF read) before counting.
     let json = p.stats();
     let u = Usage {
-        fds: open_fds(p.pid()),
+        fds: p.fds(),
         mbufs: stat(&json, "mbuf_allocated") - stat(&json, "mbuf_free"),
         curr_connections: stat(&json, "curr_connections"),
     };

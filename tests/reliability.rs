@@ -74,10 +74,9 @@ struct Rest {
 }
 
 fn rest(p: &Proxy) -> Rest {
-    // The stats connection is read to EOF first, so it is not counted.
     let json = p.stats();
     Rest {
-        fds: open_fds(p.pid()),
+        fds: p.fds(),
         mbufs: mbuf_in_use(&json),
         clients: stat_sum(&json, "client_connections"),
     }

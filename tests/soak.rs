@@ -657,8 +657,6 @@ impl Sample {
 }
 
 fn sample(p: &Proxy, tally: &Tally, t0: Instant) -> Sample {
-    // Stats first: their connection is closed before the descriptors are
-    // counted.
     let json = p.stats();
     Sample {
         secs: t0.elapsed().as_secs_f64(),
@@ -666,7 +664,7 @@ fn sample(p: &Proxy, tally: &Tally, t0: Instant) -> Sample {
         errors: tally.errors.load(Ordering::Relaxed),
         failures: tally.nfailures.load(Ordering::Relaxed),
         rss: rss(p.pid()),
-        fds: open_fds(p.pid()) as i64,
+        fds: p.fds() as i64,
         server_conns: stat_sum(&json, "server_connections"),
         clients: stat_sum(&json, "client_connections"),
         mbufs: stat(&json, "mbuf_allocated") - stat(&json, "mbuf_free"),

@@ -210,7 +210,7 @@ fn rest(p: &Proxy) -> Rest {
     let json = p.stats();
     let one = |name: &str| stat_values(&json, name).first().copied().unwrap_or(-1);
     Rest {
-        fds: open_fds(p.pid()),
+        fds: p.fds(),
         mbufs: one("mbuf_allocated") - one("mbuf_free"),
         conns: one("curr_connections"),
     }

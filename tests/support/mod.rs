@@ -1127,6 +1127,28 @@ impl Proxy {
     }
 
     /// The stats JSON document (everything the stats port sends).
+    /// Its open descriptors, leaving out connections to the stats port:
+    /// after the answer the stats thread drains each one until the client's
+    /// close, so the one just read may still be open for a moment.
+    pub fn fds(&self) -> usize {
+        let stats = stats_sockets(self.stats_port);
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let link = std::fs::read_link(e.path()).unwrap_or_default();
+                        let link = link.to_string_lossy();
+                        let inode = link
+                            .strip_prefix("socket:[")
+                            .and_then(|r| r.strip_suffix(']'))
+                            .and_then(|n| n.parse::<u64>().ok());
+                        !inode.is_some_and(|i| stats.contains(&i))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn stats(&self) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).expect("connect stats");
         s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
@@ -1624,6 +1646,32 @@ pub fn rss(pid: u32) -> u64 {
 }
 
 /// Open file descriptors of `pid`, 0 when it is gone.
+/// Socket inodes of the TCP connections (not listeners) whose local port
+/// is `port`, from /proc/net/tcp and tcp6.
+fn stats_sockets(port: u16) -> Vec<u64> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let lport = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            // 0A: LISTEN.
+            if lport == Some(port) && *state != "0A" {
+                if let Ok(i) = inode.parse() {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
