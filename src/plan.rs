@@ -371,7 +371,7 @@ pub fn memcache(cmd: McCmd, nkeys: usize, first: Option<(u64, u64)>) -> Plan {
         McCmd::Quit => Plan::ReplyClose(b""),
         McCmd::Version => Plan::Forward(None),
         McCmd::Stats => Plan::McStats,
-        McCmd::FlushAll => Plan::FanOut(Merge::McOk),
+        McCmd::FlushAll | McCmd::Verbosity => Plan::FanOut(Merge::McOk),
         McCmd::Gat | McCmd::Gats if nkeys > 1 => Plan::McOneServer,
         McCmd::Get if nkeys > 1 => Plan::Split {
             merge: Merge::Values,

@@ -161,7 +161,7 @@ pub fn redis_access(name: &[u8]) -> Access {
 pub fn mc_access(cmd: McCmd) -> Access {
     match cmd {
         McCmd::Get | McCmd::Gets | McCmd::Version | McCmd::Quit | McCmd::Stats => Access::Read,
-        McCmd::FlushAll => Access::Read,
+        McCmd::FlushAll | McCmd::Verbosity => Access::Read,
         McCmd::Delete => Access::Delete,
         _ => Access::Write,
     }

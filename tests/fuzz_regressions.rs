@@ -164,6 +164,7 @@ fn memcache_request_fragment_mixes() {
         b"quit",
         b"stats",
         b"flush_all",
+        b"verbosity",
         b"GET",
         b" ",
         b"  ",

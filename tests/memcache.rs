@@ -975,6 +975,41 @@ fn refused_requests_answer_like_memcached_and_stay_open() {
     );
 }
 
+/// `verbosity` reaches every server (memcached's `stats settings` shows
+/// the level), answered as memcached answers it; the connection stays
+/// open after a bad level.
+#[test]
+fn verbosity_reaches_every_server() {
+    let cl = Cluster::spread(&[]);
+    let level = |b: &Memcached| {
+        let mut r = b.raw();
+        r.send(b"stats settings\r\n");
+        let text = String::from_utf8_lossy(&r.recv_until(Until::Suffix(b"END\r\n"))).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("STAT verbosity "))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut c = cl.raw();
+    conv(&mut c, b"verbosity 2\r\n", b"OK\r\n");
+    for b in &cl.backends {
+        assert_eq!(level(b), "2", "verbosity on every server");
+    }
+    conv(&mut c, b"verbosity 0 noreply\r\nversion\r\n", b"VERSION ");
+    c.recv_line();
+    for b in &cl.backends {
+        assert_eq!(level(b), "0", "verbosity noreply on every server");
+    }
+    conv(
+        &mut c,
+        b"verbosity x\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    );
+    conv(&mut c, b"verbosity\r\n", b"ERROR\r\n");
+    conv(&mut c, b"verbosity 1 x\r\n", b"OK\r\n");
+    conv(&mut c, b"verbosity x noreply\r\nverbosity 0\r\n", b"OK\r\n");
+}
+
 /// `stats` is answered by the proxy in memcached's format and `flush_all`
 /// reaches every server; the connection stays open after both.
 #[test]

@@ -58,7 +58,10 @@
 //! | `stats`, `stats items`, `stats foo` | served / ERROR | Complete (Stats) |
 //! | `flush_all`, `flush_all 0`, `flush_all -1`, `flush_all noreply`, `flush_all 10 noreply`, `flush_all 0 x` | OK / silent | Complete (FlushAll) |
 //! | `flush_all x` | CLIENT_ERROR invalid exptime argument | Refused(BadExptime) |
-//! | `GET k`, `foo`, `get\ta`, `\r\n`, `  \r\n`, `verbosity 1`, `mn` | ERROR, OK, MN | Refused(UnknownCommand) |
+//! | `verbosity 1`, `verbosity 1 noreply`, `verbosity 1 x`, `verbosity 99999999999` | OK / silent | Complete (Verbosity) |
+//! | `verbosity x`, `verbosity -1` | CLIENT_ERROR bad command line format | Refused(BadNumber) |
+//! | `verbosity`, `verbosity 1 2 3` | ERROR | Refused(MissingArgument / ExtraToken) |
+//! | `GET k`, `foo`, `get\ta`, `\r\n`, `  \r\n`, `mn` | ERROR, MN | Refused(UnknownCommand) |
 //! | 2048 bytes without LF (not get/gets) | connection closed | Error(LineTooLong) |
 //! | 0x80 as the connection's first byte | binary protocol | Error(UnknownCommand) |
 
@@ -103,6 +106,8 @@ pub enum McCmd {
     Stats,
     /// `flush_all [delay] [noreply]`: [`McReqParser::delay`].
     FlushAll,
+    /// `verbosity <level> [noreply]`.
+    Verbosity,
 }
 
 impl McCmd {
@@ -126,6 +131,7 @@ impl McCmd {
             b"quit" => McCmd::Quit,
             b"stats" => McCmd::Stats,
             b"flush_all" => McCmd::FlushAll,
+            b"verbosity" => McCmd::Verbosity,
             _ => return None,
         })
     }
@@ -151,6 +157,7 @@ impl McCmd {
             McCmd::Quit => "quit",
             McCmd::Stats => "stats",
             McCmd::FlushAll => "flush_all",
+            McCmd::Verbosity => "verbosity",
         }
     }
 
@@ -180,7 +187,7 @@ impl McCmd {
     fn keyless(self) -> bool {
         matches!(
             self,
-            McCmd::Version | McCmd::Quit | McCmd::Stats | McCmd::FlushAll
+            McCmd::Version | McCmd::Quit | McCmd::Stats | McCmd::FlushAll | McCmd::Verbosity
         )
     }
 }
@@ -208,14 +215,14 @@ impl McKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum McReqError {
     /// Not a command the proxy knows (upper case, the binary protocol, an
-    /// empty line, verbosity, meta commands, ...).
+    /// empty line, meta commands, ...).
     UnknownCommand,
     /// Fewer tokens than the command needs (`get` without a key too).
     MissingArgument,
     /// More tokens than memcached allows for the command.
     ExtraToken,
-    /// A storage command's flags, exptime, length or cas unique is not a
-    /// number memcached reads.
+    /// A storage command's flags, exptime, length or cas unique, or the
+    /// verbosity level, is not a number memcached reads.
     BadNumber,
     /// A key longer than [`MAX_KEY`].
     KeyTooLong,
@@ -769,6 +776,7 @@ impl McReqParser {
             McCmd::Incr | McCmd::Decr | McCmd::Touch => (2, 3),
             McCmd::Delete => (1, 3),
             McCmd::FlushAll => (0, 2),
+            McCmd::Verbosity => (1, 2),
             _ => (0, usize::MAX),
         };
         if n < min {
@@ -834,6 +842,9 @@ impl McReqParser {
                 if !ok {
                     return Err(BadDelete);
                 }
+            }
+            McCmd::Verbosity => {
+                num(0).unsigned().ok_or(BadNumber)?;
             }
             McCmd::FlushAll => {
                 let delay = self.toks.first().filter(|t| !(t.noreply && n == 1));
@@ -1130,6 +1141,17 @@ mod tests {
                 (McCmd::FlushAll, delay, noreply)
             );
         }
+        for (input, noreply) in [
+            (&b"verbosity 1\r\n"[..], false),
+            (b"verbosity 1 noreply\r\n", true),
+            (b"verbosity 1 x\r\n", false),
+            (b"verbosity 99999999999\r\n", false),
+        ] {
+            let r = one(input);
+            assert_eq!((r.cmd, r.noreply), (McCmd::Verbosity, noreply));
+            assert!(r.keys.is_empty());
+            assert_eq!(r.end as usize, input.len());
+        }
     }
 
     /// The module doc's table, case by case.
@@ -1186,7 +1208,13 @@ mod tests {
             (b"\r\n", UnknownCommand, false),
             (b"\n", UnknownCommand, false),
             (b"  \r\n", UnknownCommand, false),
-            (b"verbosity 1\r\n", UnknownCommand, false),
+            (b"verbosity\r\n", MissingArgument, false),
+            (b"verbosity 1 2 3\r\n", ExtraToken, false),
+            (b"verbosity x\r\n", BadNumber, false),
+            (b"verbosity -1\r\n", BadNumber, false),
+            (b"verbosity noreply\r\n", BadNumber, true),
+            (b"verbosity x noreply\r\n", BadNumber, true),
+            (b"verbositx 1\r\n", UnknownCommand, false),
             (b"mn\r\n", UnknownCommand, false),
             (b"version\r\r\n", UnknownCommand, false),
             (b"flush_allx\r\n", UnknownCommand, false),
