@@ -1035,7 +1035,9 @@ fn check_memcache_request(data: &[u8], prev_end: u64, end: u64, snap: &McReqSnap
         .filter(|&(i, _)| match snap.cmd {
             McCmd::Get | McCmd::Gets => i >= 1,
             McCmd::Gat | McCmd::Gats => i >= 2,
-            McCmd::Version | McCmd::Quit | McCmd::Stats | McCmd::FlushAll => false,
+            McCmd::Version | McCmd::Quit | McCmd::Stats | McCmd::FlushAll | McCmd::Verbosity => {
+                false
+            }
             _ => i == 1,
         })
         .map(|(_, &(at, tok))| McKey {
