@@ -19,6 +19,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${2:-$here/target/release/nutcracker}
 [ -d "$src/tests/test_redis" ] || { echo "no tests/test_redis in $src" >&2; exit 2; }
 [ -x "$bin" ] || { echo "no nutcracker binary at $bin (make first)" >&2; exit 2; }
+# The suite runs from a scratch directory: a relative path (make's) must
+# still name the binary there.
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 
 # The tests that fail by design, each with where the difference is given.
 expected=(
