@@ -211,6 +211,17 @@ impl Listener {
     }
 }
 
+/// A non-blocking connect to `addr` with the proxy's socket options (no
+/// Nagle delay; `tcpkeepalive:` when `keepalive`).
+pub fn tcp_connect(addr: std::net::SocketAddr, keepalive: bool) -> io::Result<Stream> {
+    let t = TcpStream::connect(addr)?;
+    let _ = t.set_nodelay(true);
+    if keepalive {
+        let _ = set_int_opt(t.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    }
+    Ok(Stream::Tcp(t))
+}
+
 pub fn set_int_opt(
     fd: RawFd,
     level: libc::c_int,

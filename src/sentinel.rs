@@ -341,11 +341,8 @@ impl Context {
         };
         let auth = c.auth.clone();
         for role in [Role::Query, Role::Subscribe] {
-            let sock = match mio::net::TcpStream::connect(addr) {
-                Ok(t) => {
-                    let _ = t.set_nodelay(true);
-                    Stream::Tcp(t)
-                }
+            let sock = match crate::net::tcp_connect(addr, false) {
+                Ok(sock) => sock,
                 Err(e) => {
                     self.sentinel_failed(pid, &e.to_string());
                     return;

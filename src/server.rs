@@ -224,7 +224,7 @@ impl Context {
         let mut ask = None;
         let sock = match srv.addr() {
             ServerAddr::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => match tcp_connect(SocketAddr::new(ip, *port), keepalive) {
+                Ok(ip) => match net::tcp_connect(SocketAddr::new(ip, *port), keepalive) {
                     Ok(t) => Some(t),
                     Err(e) => {
                         self.server_failed(s);
@@ -372,7 +372,7 @@ impl Context {
                     continue;
                 }
             };
-            let sock = match tcp_connect(addr, keepalive) {
+            let sock = match net::tcp_connect(addr, keepalive) {
                 Ok(t) => t,
                 Err(e) => {
                     self.server_close(sk, e.raw_os_error().unwrap_or(libc::ECONNREFUSED), false);
@@ -1045,21 +1045,6 @@ fn log_unresolved(host: &str, port: u16, why: &str) {
 
 /// Most server connections waiting for their host name at once.
 const MAX_RESOLVING: usize = 256;
-
-/// A non-blocking connect to `addr` with the proxy's socket options.
-fn tcp_connect(addr: SocketAddr, keepalive: bool) -> std::io::Result<Stream> {
-    let t = mio::net::TcpStream::connect(addr)?;
-    let _ = t.set_nodelay(true);
-    if keepalive {
-        let _ = net::set_int_opt(
-            std::os::fd::AsRawFd::as_raw_fd(&t),
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            1,
-        );
-    }
-    Ok(Stream::Tcp(t))
-}
 
 /// Whether the keys of `values` (a memcached reply's VALUE blocks, in
 /// order) are a subsequence of the keys of the request `req` (`get k1 k2
