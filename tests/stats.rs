@@ -980,23 +980,9 @@ fn clients_that_leave_with_requests_in_flight() {
 
     // Reset at once (SO_LINGER 0): the proxy reads ECONNRESET, an error,
     // and the two replies, when they come, go to no one.
-    let reset = TcpStream::connect(("127.0.0.1", p.port())).expect("connect");
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a linger struct of the size given.
-    let set = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&reset),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0);
-    (&reset).write_all(&pipeline).expect("send");
+    let mut reset = p.raw();
+    reset.set_linger_zero();
+    reset.send(&pipeline);
     wait_doc(&p, "2 requests queued", |d| total(d, "requests") == 66);
     drop(reset);
     wait_doc(&p, "the reset client closed", |d| {
@@ -1006,10 +992,10 @@ fn clients_that_leave_with_requests_in_flight() {
     // Closed first, politely: the proxy sees the end of its input and keeps
     // it for its replies; the first one written draws a reset from the
     // closed socket, so the proxy fails on the second.
-    let fin = TcpStream::connect(("127.0.0.1", p.port())).expect("connect");
-    (&fin).write_all(&pipeline).expect("send");
+    let mut fin = p.raw();
+    fin.send(&pipeline);
     wait_doc(&p, "4 requests queued", |d| total(d, "requests") == 68);
-    fin.shutdown(Shutdown::Write).expect("shutdown");
+    fin.shutdown_write();
     drop(fin);
     signal(&a, libc::SIGCONT);
     wait_doc(&p, "the first replies came", |d| {

@@ -1126,7 +1126,6 @@ impl Proxy {
         )
     }
 
-    /// The stats JSON document (everything the stats port sends).
     /// Its open descriptors, leaving out connections to the stats port:
     /// after the answer the stats thread drains each one until the client's
     /// close, so the one just read may still be open for a moment.
@@ -1149,6 +1148,7 @@ impl Proxy {
             .unwrap_or(0)
     }
 
+    /// The stats JSON document (everything the stats port sends).
     pub fn stats(&self) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).expect("connect stats");
         s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
@@ -1645,7 +1645,6 @@ pub fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Open file descriptors of `pid`, 0 when it is gone.
 /// Socket inodes of the TCP connections (not listeners) whose local port
 /// is `port`, from /proc/net/tcp and tcp6.
 fn stats_sockets(port: u16) -> Vec<u64> {
@@ -1672,6 +1671,7 @@ fn stats_sockets(port: u16) -> Vec<u64> {
     out
 }
 
+/// Open file descriptors of `pid`, 0 when it is gone.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
